@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-stamp
+export HITL_HOME    ?= $(CURDIR)/.hitl
+export DAGSTER_HOME ?= $(HITL_HOME)/dagster_home
+
+.PHONY: install demo test dagster mlflow clean
+
+# The virtual environment is (re)built when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: seed a synthetic catalog and run 3 rounds of the loop through Dagster (embedded defaults, no server)
+demo: $(STAMP)
+	$(VENV)/bin/hitl demo
+
+## test: the test suite
+test: $(STAMP)
+	$(PY) -m pytest
+
+## dagster: the Dagster UI on what the demo wrote (http://127.0.0.1:3000)
+dagster: $(STAMP)
+	mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## mlflow: the MLflow UI on the demo's tracking store (http://127.0.0.1:5000)
+mlflow: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(HITL_HOME)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(HITL_HOME) .pytest_cache

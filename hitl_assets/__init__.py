@@ -1,0 +1,1 @@
+"""Dagster definitions, the review loop's orchestration and the ``hitl`` command line."""

@@ -1,0 +1,173 @@
+"""segmentation_model: nightly retraining; logs to MLflow and promotes only a model that beats the champion."""
+
+import copy
+import time
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ml.augment import eval_transform, train_augmentation
+from ml.data import SegmentationSamples
+from ml.evaluate import evaluate_model
+from ml.imageio import decode_mask, load_rgb
+from ml.model import build_model, select_device
+from ml.synthetic import generate_catalog
+from ml.train import EpochStats, TrainConfig, fit, seed_everything
+from resources.model_registry import ModelRegistry
+from resources.object_store import ObjectStore
+
+
+class TrainingConfig(dg.Config):
+    """Training and promotion settings; the defaults fit the nightly run on 2 CPU cores."""
+
+    input_size: int = 192
+    batch_size: int = 8
+    max_epochs: int = 12
+    patience: int = 3
+    bootstrap_learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 3e-4
+    bootstrap_images: int = 240
+    bootstrap_seconds: float = 150.0
+    fine_tune_seconds: float = 90.0
+    synthetic_replay_images: int = 48
+    min_gold_images: int = 10
+    synthetic_gold_images: int = 40
+    validation_fraction: float = 0.15
+    promotion_margin: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+
+
+SYNTHETIC_BOOTSTRAP_SEED = 1000
+SYNTHETIC_GOLD_SEED = 999
+
+
+def load_samples(store: ObjectStore, rows: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """The dataset's training-ready images and masks, read from the object store."""
+    images, masks = [], []
+    for row in rows.itertuples():
+        images.append(load_rgb(store.get_bytes(row.sample_image_key), row.sample_image_key))
+        masks.append(decode_mask(store.get_bytes(row.sample_mask_key), row.sample_mask_key))
+    return images, masks, rows["category"].astype(str).tolist()
+
+
+def synthetic_samples(n: int, seed: int, max_side: int) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Images, masks and categories from the deterministic synthetic catalog."""
+    items = list(generate_catalog(n, seed=seed, max_side=max_side))
+    return [i.image for i in items], [i.mask for i in items], [i.category for i in items]
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation index split; validation is at least one sample when there are two or more."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * fraction))) if n >= 2 else 0
+    return order[n_val:], order[:n_val]
+
+
+@dg.asset(group_name="learning")
+def segmentation_model(context: dg.AssetExecutionContext, config: TrainingConfig, correction_dataset: pd.DataFrame, object_store: ObjectStore, model_registry: ModelRegistry) -> dg.MaterializeResult:
+    """Fine-tune the champion on the correction dataset (bootstrap on the synthetic catalog when there is none), evaluate on gold, log to MLflow, promote only if better."""
+    seed_everything(config.seed)
+    device = select_device(config.device)
+    champion = model_registry.load_champion(device=str(device))
+    train_rows = correction_dataset[correction_dataset["split"] == "train"]
+    gold_rows = correction_dataset[correction_dataset["split"] == "gold"]
+    dataset_version = str(correction_dataset["dataset_version"].iloc[0]) if len(correction_dataset) else "empty"
+    sample_side = config.input_size * 2
+
+    images, masks, _ = load_samples(object_store, train_rows)
+    if champion is None:
+        mode = "bootstrap"
+        model = build_model()
+        syn_images, syn_masks, _ = synthetic_samples(config.bootstrap_images, SYNTHETIC_BOOTSTRAP_SEED, sample_side)
+        learning_rate, budget = config.bootstrap_learning_rate, config.bootstrap_seconds
+    else:
+        if not len(train_rows):
+            context.log.info("no corrections to learn from yet; the champion stays")
+            return dg.MaterializeResult(metadata={"trained": False, "reason": "the correction dataset has no training images", "champion_version": champion.version})
+        mode = "fine_tune"
+        model = copy.deepcopy(champion.model)
+        # A slice of the synthetic catalog keeps the model from forgetting what corrections do not show.
+        syn_images, syn_masks, _ = synthetic_samples(config.synthetic_replay_images, SYNTHETIC_BOOTSTRAP_SEED + 1 + len(train_rows), sample_side)
+        learning_rate, budget = config.fine_tune_learning_rate, config.fine_tune_seconds
+    images, masks = images + syn_images, masks + syn_masks
+    train_idx, val_idx = split_validation(len(images), config.validation_fraction, config.seed)
+
+    gold_images, gold_masks, gold_categories = load_samples(object_store, gold_rows)
+    gold_source = "corrections"
+    if len(gold_images) < config.min_gold_images:
+        # Too few human-verified gold items to judge a model: add a fixed synthetic hold-out.
+        syn = synthetic_samples(config.synthetic_gold_images, SYNTHETIC_GOLD_SEED, sample_side)
+        gold_images, gold_masks, gold_categories = gold_images + syn[0], gold_masks + syn[1], gold_categories + syn[2]
+        gold_source = "corrections+synthetic" if len(gold_rows) else "synthetic"
+
+    train_config = TrainConfig(
+        input_size=config.input_size, batch_size=config.batch_size, max_epochs=config.max_epochs, learning_rate=learning_rate,
+        patience=config.patience, max_seconds=budget, seed=config.seed, device=str(device),
+    )
+    model_registry.activate()
+    with mlflow.start_run(run_name=f"{mode}-{dataset_version}") as run:
+        mlflow.set_tags({"hitl.mode": mode, "hitl.dataset_version": dataset_version, "hitl.parent_version": champion.version if champion else "none"})
+        mlflow.log_params({
+            "mode": mode, "architecture": "lraspp_mobilenet_v3_large", "input_size": config.input_size, "batch_size": config.batch_size,
+            "max_epochs": config.max_epochs, "learning_rate": learning_rate, "max_seconds": budget, "seed": config.seed,
+            "train_images": len(train_idx), "validation_images": len(val_idx), "correction_images": len(train_rows),
+            "synthetic_images": len(syn_images), "gold_images": len(gold_images), "gold_source": gold_source,
+            "dataset_version": dataset_version, "parent_version": champion.version if champion else "none", "device": str(device),
+        })
+
+        def log_epoch(stats: EpochStats) -> None:
+            mlflow.log_metrics({"train_loss": stats.train_loss, "val_iou": stats.val_iou, "epoch_seconds": stats.seconds}, step=stats.epoch)
+            context.log.info(f"epoch {stats.epoch}: loss {stats.train_loss:.4f}, validation IoU {stats.val_iou:.4f}")
+
+        started = time.perf_counter()
+        train_set = SegmentationSamples([images[i] for i in train_idx], [masks[i] for i in train_idx], train_augmentation(config.input_size))
+        val_set = SegmentationSamples([images[i] for i in val_idx], [masks[i] for i in val_idx], eval_transform(config.input_size))
+        result = fit(model, train_set, val_set, train_config, on_epoch=log_epoch)
+        training_seconds = time.perf_counter() - started
+
+        _, challenger = evaluate_model(result.model, gold_images, gold_masks, config.input_size, gold_categories, device=device)
+        metrics = {"gold_iou": challenger["iou"], "gold_boundary_f": challenger["boundary_f"], "gold_mae": challenger["mae"], "training_seconds": training_seconds, "best_val_iou": result.best_val_iou}
+        metrics.update({f"gold_iou_{cat}": v["iou"] for cat, v in challenger["per_category"].items()})
+        if champion is not None:
+            _, incumbent = evaluate_model(champion.model, gold_images, gold_masks, champion.input_size, gold_categories, device=device)
+            metrics["champion_gold_iou"] = incumbent["iou"]
+            promoted = challenger["iou"] >= incumbent["iou"] + config.promotion_margin
+            reason = (
+                f"gold IoU {challenger['iou']:.4f} vs champion v{champion.version} {incumbent['iou']:.4f} (margin {config.promotion_margin})"
+            )
+        else:
+            incumbent, promoted, reason = None, True, f"bootstrap: no champion yet; gold IoU {challenger['iou']:.4f}"
+        mlflow.log_metrics(metrics)
+        version = model_registry.log_model(
+            result.model, config.input_size,
+            tags={"gold_iou": f"{challenger['iou']:.6f}", "dataset_version": dataset_version, "mode": mode},
+        )
+        outcome = "promoted" if promoted else "rejected"
+        model_registry.tag_version(version, {"promotion": outcome, "promotion_reason": reason})
+        mlflow.set_tags({"hitl.promotion": outcome, "hitl.promotion_reason": reason, "hitl.model_version": version})
+        if promoted:
+            model_registry.set_champion(version)
+    champion_iou = challenger["iou"] if promoted else incumbent["iou"]
+    context.log.info(f"model v{version} {outcome}: {reason}")
+    return dg.MaterializeResult(
+        metadata={
+            "trained": True,
+            "mode": mode,
+            "model_version": version,
+            "promoted": promoted,
+            "promotion_reason": reason,
+            "champion_version": version if promoted else champion.version,
+            "gold_iou": challenger["iou"],
+            "champion_gold_iou": champion_iou,
+            "gold_images": len(gold_images),
+            "gold_source": gold_source,
+            "epochs": len(result.history),
+            "training_seconds": training_seconds,
+            "dataset_version": dataset_version,
+            "mlflow_run_id": run.info.run_id,
+            "per_category_iou": dg.MetadataValue.json({cat: round(v["iou"], 4) for cat, v in challenger["per_category"].items()}),
+        }
+    )

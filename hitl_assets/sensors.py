@@ -1,0 +1,103 @@
+"""Sensors: new inbox folders become batches, escalations become review tasks, finished reviews get published."""
+
+import json
+
+import dagster as dg
+
+from hitl_assets.assets.routing import review_task_rows
+from hitl_assets.jobs import ingest_job, review_complete_job
+from hitl_assets.partitions import INBOX_PREFIX, batches, is_valid_batch_name
+from resources.object_store import ObjectStore
+from resources.review_store import ReviewStore
+from resources.tables import read_table
+
+
+def folder_signature(store: ObjectStore, batch: str) -> str:
+    """Count, total size and newest change of a folder: equal on two ticks means the upload has finished."""
+    entries = store.list(f"{INBOX_PREFIX}/{batch}/")
+    if not entries:
+        return ""
+    return f"{len(entries)}:{sum(e.size for e in entries)}:{max(e.modified for e in entries):.3f}"
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def inbox_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStore) -> dg.SensorResult | dg.SkipReason:
+    """A new folder under the inbox becomes a ``batches`` partition and an ingest run, once its files stop changing."""
+    state = json.loads(context.cursor) if context.cursor else {"pending": {}}
+    known = set(context.instance.get_dynamic_partitions(batches.name))
+    pending: dict[str, str] = state.get("pending", {})
+    ready, waiting = [], {}
+    for folder in object_store.list_folders(INBOX_PREFIX):
+        if folder in known:
+            continue
+        if not is_valid_batch_name(folder):
+            context.log.warning(f"inbox folder {folder!r} skipped: batch names use letters, digits, '.', '_' and '-' only")
+            continue
+        signature = folder_signature(object_store, folder)
+        if signature and pending.get(folder) == signature:
+            ready.append(folder)
+        elif signature:
+            waiting[folder] = signature
+    cursor = json.dumps({"pending": waiting})
+    if not ready:
+        return dg.SensorResult(skip_reason=f"{len(waiting)} folder(s) still arriving" if waiting else "no new inbox folders", cursor=cursor)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=b, run_key=f"ingest:{b}", tags={"hitl/batch": b, "hitl/source": "inbox"}) for b in ready],
+        dynamic_partitions_requests=[batches.build_add_request(ready)],
+        cursor=cursor,
+    )
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def review_task_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStore, review_store: ReviewStore) -> dg.SensorResult:
+    """Escalated and audit items of each newly routed batch become review tasks: this is how people are pulled in."""
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("review_queue"), after_storage_id=after), limit=100, ascending=True
+    ).records
+    created, cursor = 0, after
+    for record in records:
+        batch = record.partition_key
+        try:
+            queue = read_table(object_store, "review_queue", batch)
+        except FileNotFoundError:
+            context.log.warning(f"review_queue for batch {batch!r} was materialized but its table is gone")
+        else:
+            created += review_store.create_tasks(review_task_rows(batch, queue))
+        cursor = record.storage_id
+    message = f"created {created} review task(s) from {len(records)} routed batch(es)" if records else "no newly routed batches"
+    context.log.info(message)
+    return dg.SensorResult(skip_reason=message, cursor=str(cursor) if cursor is not None else None)
+
+
+def expected_task_count(queue) -> int:
+    """How many review tasks a routed batch should have (escalations and audits, two for double review)."""
+    needs = (queue["route"] == "escalate") | queue["audit"].astype(bool)
+    return int((needs.astype(int) * (1 + queue["double_review"].astype(int))).sum())
+
+
+@dg.sensor(job=review_complete_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def review_completion_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStore, review_store: ReviewStore) -> dg.SensorResult | dg.SkipReason:
+    """A batch whose review tasks are all decided triggers review_decisions and published_images."""
+    done: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    progress = review_store.batch_progress().set_index("batch")
+    requests = []
+    for batch in context.instance.get_dynamic_partitions(batches.name):
+        try:
+            queue = read_table(object_store, "review_queue", batch)
+        except FileNotFoundError:
+            continue  # not routed yet
+        expected = expected_task_count(queue)
+        total = int(progress.loc[batch, "total"]) if batch in progress.index else 0
+        pending = int(progress.loc[batch, "pending"]) if batch in progress.index else 0
+        if total < expected or pending:
+            continue  # tasks not created yet, or people still working
+        decided = int(progress.loc[batch, "decided"]) if batch in progress.index else 0
+        signature = f"{len(queue)}:{total}:{decided}"
+        if done.get(batch) == signature:
+            continue
+        done[batch] = signature
+        requests.append(dg.RunRequest(partition_key=batch, run_key=f"review-complete:{batch}:{signature}", tags={"hitl/batch": batch}))
+    if not requests:
+        return dg.SensorResult(skip_reason="no newly completed batches", cursor=json.dumps(done))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(done))

@@ -1,0 +1,85 @@
+"""Turning uint8 images and 0/255 masks into normalised tensors for the segmentation model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ml.metrics import as_foreground
+
+# ImageNet statistics: the usual convention for MobileNetV3, kept so weights trained here
+# stay interchangeable with torchvision tooling even though nothing is pretrained.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+_MEAN_255 = np.asarray(MEAN, dtype=np.float32) * 255.0
+_STD_255 = np.asarray(STD, dtype=np.float32) * 255.0
+
+
+def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 image to the square (size, size, 3) model input (aspect not kept)."""
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return image
+    # INTER_AREA averages source pixels when shrinking large photos (no aliasing);
+    # INTER_LINEAR is the better choice for the rare upscale.
+    shrinking = height * width > size * size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W) with ImageNet normalisation."""
+    return ((image.astype(np.float32) - _MEAN_255) / _STD_255).transpose(2, 0, 1)
+
+
+def to_tensor_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Stack same-sized RGB uint8 images into a normalised (N, 3, H, W) float32 tensor."""
+    if len(images) == 0:
+        raise ValueError("to_tensor_batch needs at least one image")
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images must share one shape, got {sorted(shapes)}")
+    batch = np.stack([_normalise(image) for image in images])
+    return torch.from_numpy(np.ascontiguousarray(batch))
+
+
+class SegmentationSamples(torch.utils.data.Dataset):
+    """Image/mask pairs as model tensors; an albumentations ``transform`` sets the output size.
+
+    Without a transform the arrays are used as they are, so they must already share one size.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        transform=None,
+    ) -> None:
+        if len(images) != len(masks):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        for index, (image, mask) in enumerate(zip(images, masks)):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"sample {index}: image must be RGB uint8 (H, W, 3), got {image.dtype} {image.shape}")
+            if mask.shape[:2] != image.shape[:2]:
+                raise ValueError(f"sample {index}: mask {mask.shape[:2]} does not match image {image.shape[:2]}")
+        self.images = images
+        self.masks = masks
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        # 0/1 uint8 keeps nearest-neighbour mask interpolation exact inside the transform.
+        mask = as_foreground(self.masks[index]).astype(np.uint8)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        image_tensor = torch.from_numpy(np.ascontiguousarray(_normalise(image)))
+        mask_tensor = torch.from_numpy(mask.astype(np.float32)[None])
+        return image_tensor, mask_tensor

@@ -1,0 +1,106 @@
+"""Quality signals of a segmentation, computed from the model-resolution probability map.
+
+The tolerance policy routes each AI output to auto-approval or human review by thresholds on
+these signals (plus the colour distance from ``ml.postprocess``). They are cheap: the map is
+the model's input size (a few hundred pixels square), never the full-resolution photo.
+
+Definitions (``p`` is the probability map clipped to [0, 1], ``F = p >= 0.5`` the predicted
+foreground, ``r`` the band radius: 1.5 % of the map's longer side, at least 2 pixels,
+``U = 0.2 < p < 0.8`` the uncertain pixels):
+
+``confidence`` (0..1, high = sure)
+    mean of ``|2p - 1|`` over ``dilate(F, r) | (p > 0.2)``: the predicted foreground, a band
+    of ``r`` pixels around it and any other pixel the model half-believes is foreground.
+    Large, easy background areas are left out so they cannot drown out an uncertain object;
+    when that region is empty (nothing predicted at all) the whole map is used. A map of
+    crisp 0/1 values scores 1, a map of 0.5s scores 0.
+
+``boundary_uncertainty`` (0..1, high = fuzzy edges)
+    ``|U| / |B | U|`` where ``B = dilate(F, r) & ~erode(F, r)`` is the boundary band of the
+    predicted foreground: the share of the boundary zone (widened by every uncertain pixel,
+    wherever it is) that the model is unsure about. Crisp edges give 0; an object whose
+    edges are blurred over the whole band, or a map with no confident pixel at all, gives
+    values near 1.
+
+``mask_area_fraction`` (0..1)
+    ``|F| / (h * w)``: the share of the image predicted as product.
+
+``connected_components`` (int)
+    the number of 8-connected components of ``F`` larger than ``min_component_fraction`` of
+    the image (default 0.2 %); smaller specks are noise and are not counted. One product
+    usually gives 1; 0 means nothing was found; more suggests a split or stray detections.
+
+No Dagster import here: this is pure ML code.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["SIGNALS", "quality_signals", "quality_signals_batch"]
+
+SIGNALS = ("confidence", "boundary_uncertainty", "mask_area_fraction", "connected_components")
+
+_UNCERTAIN_LOW = 0.2
+_UNCERTAIN_HIGH = 0.8
+_BAND_FRACTION = 0.015
+
+
+def _as_prob(prob: np.ndarray) -> np.ndarray:
+    p = np.squeeze(np.asarray(prob, dtype=np.float32))
+    if p.ndim != 2:
+        raise ValueError(f"probability map must be 2-D (h, w), got shape {np.shape(prob)}")
+    return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def quality_signals(prob: np.ndarray, min_component_fraction: float = 0.002) -> dict[str, float]:
+    """The quality signals of one probability map (h, w); see the module docstring for definitions.
+
+    Returns a dict keyed by ``SIGNALS`` (in that order): floats, and an int for
+    ``connected_components``.
+    """
+    p = _as_prob(prob)
+    h, w = p.shape
+    n = h * w
+    fg = (p >= 0.5).astype(np.uint8)
+    uncertain = (p > _UNCERTAIN_LOW) & (p < _UNCERTAIN_HIGH)
+
+    radius = max(2, round(_BAND_FRACTION * max(h, w)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    dilated = cv2.dilate(fg, kernel).astype(bool)
+    eroded = cv2.erode(fg, kernel).astype(bool)  # the image border does not count as an edge
+
+    region = dilated | (p > _UNCERTAIN_LOW)
+    certainty = np.abs(2.0 * p - 1.0)
+    confidence = float(certainty[region].mean()) if region.any() else float(certainty.mean())
+
+    band = (dilated & ~eroded) | uncertain
+    n_band = int(np.count_nonzero(band))
+    boundary_uncertainty = float(np.count_nonzero(uncertain) / n_band) if n_band else 0.0
+
+    n_fg = int(np.count_nonzero(fg))
+    components = 0
+    if n_fg:
+        _, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        components = int(np.count_nonzero(areas > float(min_component_fraction) * n))
+
+    return {
+        "confidence": confidence,
+        "boundary_uncertainty": boundary_uncertainty,
+        "mask_area_fraction": n_fg / n,
+        "connected_components": components,
+    }
+
+
+def quality_signals_batch(probs: np.ndarray, min_component_fraction: float = 0.002) -> list[dict[str, float]]:
+    """``quality_signals`` for each map of a batch (N, h, w) (or (N, 1, h, w))."""
+    arr = np.asarray(probs)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"probability maps must be (N, h, w), got shape {np.shape(probs)}")
+    return [quality_signals(p, min_component_fraction) for p in arr]

@@ -1,0 +1,252 @@
+"""Plain-function training loop (torchvision references style): one epoch, evaluation, fit with early stopping.
+
+Nothing here logs anywhere: callers observe progress through ``on_epoch`` and log at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from ml.model import select_device
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run; every field has a working default."""
+
+    input_size: int = 192
+    batch_size: int = 8
+    max_epochs: int = 10
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 3
+    max_seconds: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    # Training batches used to re-estimate BatchNorm statistics before each validation; 0 keeps
+    # the running averages as they are (see recalibrate_batchnorm).
+    bn_recalibration_batches: int = 8
+
+
+@dataclass
+class EpochStats:
+    """What one epoch produced; ``seconds`` covers its training and validation."""
+
+    epoch: int
+    train_loss: float
+    val_iou: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """Outcome of ``fit``: the best model (eval mode), its score and how training ended."""
+
+    model: torch.nn.Module
+    history: list[EpochStats]
+    best_val_iou: float
+    best_epoch: int
+    seconds: float
+    stopped_early: bool
+    # "max_epochs", "patience" or "time_budget"; stopped_early is True for the last two.
+    stop_reason: str = field(default="max_epochs")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits plus soft Dice, both averaged over the batch."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    # Dice is per image so small products weigh as much as large ones; BCE alone lets the
+    # background majority dominate and thin parts (straps, chains) fade away.
+    probs = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    intersection = (probs * target).sum(1)
+    dice = (2 * intersection + 1.0) / (probs.sum(1) + target.sum(1) + 1.0)
+    return bce + (1.0 - dice).mean()
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    max_seconds_left: float | None = None,
+) -> float:
+    """Train over ``loader`` once (or until ``max_seconds_left`` runs out); returns the mean loss."""
+    model.train()
+    started = time.perf_counter()
+    total, steps = 0.0, 0
+    for images, masks in loader:
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        loss = segmentation_loss(model(images)["out"], masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        steps += 1
+        # Checked after the step, so every call makes progress even on a nearly spent budget.
+        if max_seconds_left is not None and time.perf_counter() - started >= max_seconds_left:
+            break
+    return total / steps if steps else math.nan
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, device: torch.device, max_batches: int = 8) -> None:
+    """Recompute every BatchNorm's running statistics from up to ``max_batches`` batches with the current weights.
+
+    From scratch the weights move faster than any running average can follow: after a few
+    dozen steps the train-mode IoU is already ~0.45 while eval mode predicts all background
+    (measured on a toy task). A fresh estimate with the final weights closes that gap.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or max_batches <= 0:
+        return
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    model.train()
+    try:
+        for index, (images, _masks) in enumerate(loader):
+            if index >= max_batches:
+                break
+            model(images.to(device, non_blocking=True))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.eval()
+
+
+@torch.inference_mode()
+def evaluate_iou(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Mean per-image IoU (logit > 0, i.e. probability > 0.5) at the loader's resolution."""
+    model.eval()
+    scores: list[torch.Tensor] = []
+    for images, masks in loader:
+        pred = model(images.to(device))["out"] > 0
+        truth = masks.to(device) > 0.5
+        intersection = (pred & truth).flatten(1).sum(1).float()
+        union = (pred | truth).flatten(1).sum(1).float()
+        # Same convention as ml.metrics.mask_iou: two empty masks agree perfectly.
+        scores.append(torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union)).cpu())
+    if not scores:
+        raise ValueError("evaluate_iou got an empty loader")
+    return float(torch.cat(scores).mean())
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker holds a copy of the albumentations Compose with the same internal state;
+    # without reseeding, every worker would apply the same augmentation sequence.
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def _make_loaders(train: Dataset, val: Dataset, config: TrainConfig, device: torch.device) -> tuple[DataLoader, DataLoader]:
+    generator = torch.Generator().manual_seed(config.seed)
+    # A ragged last batch of one or two images gives noisy BatchNorm statistics; drop it
+    # unless that would leave nothing to train on (tiny correction sets).
+    drop_last = len(train) > config.batch_size
+    common = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker)
+    train_loader = DataLoader(
+        train, batch_size=config.batch_size, shuffle=True, drop_last=drop_last, generator=generator, **common
+    )
+    val_loader = DataLoader(val, batch_size=config.batch_size * 2, shuffle=False, **common)
+    return train_loader, val_loader
+
+
+def fit(
+    model: torch.nn.Module,
+    train: Dataset,
+    val: Dataset,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> FitResult:
+    """Train with AdamW, early stopping on validation IoU and an optional time budget; returns the best weights."""
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"fit needs training and validation samples, got {len(train)} and {len(val)}")
+    seed_everything(config.seed)
+    transform = getattr(train, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(config.seed)
+    device = select_device(config.device)
+    model.to(device)
+    train_loader, val_loader = _make_loaders(train, val, config, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    started = time.perf_counter()
+    history: list[EpochStats] = []
+    best_iou, best_epoch = math.nan, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain = 0
+    last_val_seconds = 0.0
+    stop_reason = "max_epochs"
+    for epoch in range(1, config.max_epochs + 1):
+        epoch_started = time.perf_counter()
+        seconds_left = None
+        if config.max_seconds is not None:
+            # Keep room for the BatchNorm refresh and validation that follow, so the epoch fits the budget.
+            seconds_left = config.max_seconds - (epoch_started - started) - last_val_seconds
+        train_loss = train_one_epoch(model, train_loader, optimizer, device, max_seconds_left=seconds_left)
+        val_started = time.perf_counter()
+        # True when train_one_epoch stopped on the clock rather than at the end of the data.
+        budget_spent = seconds_left is not None and val_started - epoch_started >= seconds_left
+        recalibrate_batchnorm(model, train_loader, device, config.bn_recalibration_batches)
+        val_iou = evaluate_iou(model, val_loader, device)
+        last_val_seconds = time.perf_counter() - val_started
+        stats = EpochStats(epoch=epoch, train_loss=train_loss, val_iou=val_iou, seconds=time.perf_counter() - epoch_started)
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+
+        if best_state is None or val_iou > best_iou:
+            best_iou, best_epoch, epochs_without_gain = val_iou, epoch, 0
+            # A CPU copy: later steps update the live tensors in place.
+            best_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+        else:
+            epochs_without_gain += 1
+        if epochs_without_gain >= config.patience:
+            stop_reason = "patience"
+            break
+        if budget_spent:
+            stop_reason = "time_budget"
+            break
+        if config.max_seconds is not None and epoch < config.max_epochs:
+            # No room left for training plus another validation pass: stop rather than overrun.
+            if config.max_seconds - (time.perf_counter() - started) - last_val_seconds <= 0:
+                stop_reason = "time_budget"
+                break
+
+    assert best_state is not None  # at least one epoch always runs
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        model=model,
+        history=history,
+        best_val_iou=best_iou,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
+        stopped_early=stop_reason != "max_epochs",
+        stop_reason=stop_reason,
+    )

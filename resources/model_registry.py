@@ -1,0 +1,167 @@
+"""MLflow tracking and model registry: where segmentation models are logged, versioned and promoted."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import torch
+
+CHAMPION_ALIAS = "champion"
+WEIGHTS_ARTIFACT = "weights/state_dict.pt"
+
+
+@dataclass
+class ChampionModel:
+    """The model behind the ``champion`` alias, loaded from its state dict."""
+
+    version: str
+    model: torch.nn.Module
+    input_size: int
+    gold_iou: float | None
+    run_id: str
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """MLflow tracking store and registry: a local SQLite file by default, a server by URI."""
+
+    tracking_uri: str = "sqlite:///.hitl/mlflow.db"
+    artifact_location: str = ".hitl/mlartifacts"
+    experiment_name: str = "hitl-segmentation"
+    model_name: str = "hitl-segmentation"
+
+    @classmethod
+    def from_env(cls) -> "ModelRegistry":
+        """Configure from MLFLOW_TRACKING_URI, HITL_MLFLOW_ARTIFACTS, HITL_MLFLOW_EXPERIMENT, HITL_MODEL_NAME."""
+        home = os.path.abspath(os.environ.get("HITL_HOME", ".hitl"))
+        return cls(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{os.path.join(home, 'mlflow.db')}"),
+            artifact_location=os.environ.get("HITL_MLFLOW_ARTIFACTS", os.path.join(home, "mlartifacts")),
+            experiment_name=os.environ.get("HITL_MLFLOW_EXPERIMENT", "hitl-segmentation"),
+            model_name=os.environ.get("HITL_MODEL_NAME", "hitl-segmentation"),
+        )
+
+    def _artifact_uri(self) -> str:
+        # A bare relative path would land wherever the process happens to run; pin it.
+        if "://" in self.artifact_location:
+            return self.artifact_location
+        return Path(self.artifact_location).resolve().as_uri()
+
+    def activate(self) -> str:
+        """Point the mlflow client at this store and ensure the experiment exists; returns its id."""
+        import mlflow
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            db_path = self.tracking_uri[len("sqlite:///") :]
+            os.makedirs(os.path.dirname(os.path.abspath(db_path)) or ".", exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(self.experiment_name, artifact_location=self._artifact_uri())
+        else:
+            experiment_id = experiment.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+
+    def client(self):
+        """An MlflowClient bound to this store."""
+        from mlflow import MlflowClient
+
+        self.activate()
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def champion_version(self):
+        """The ModelVersion behind the ``champion`` alias, or None when there is none yet."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        try:
+            return client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS)
+        except MlflowException:
+            return None
+
+    def load_version(self, version: str, device: str = "cpu") -> ChampionModel:
+        """Load a registered version's weights (state dict, ``weights_only``) into the architecture."""
+        import mlflow
+
+        from ml.model import load_model_bytes
+
+        client = self.client()
+        model_version = client.get_model_version(self.model_name, str(version))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=model_version.run_id, artifact_path=WEIGHTS_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
+            )
+            data = Path(path).read_bytes()
+        tags = model_version.tags or {}
+        gold = tags.get("gold_iou")
+        return ChampionModel(
+            version=str(model_version.version),
+            model=load_model_bytes(data, device=device),
+            input_size=int(tags.get("input_size", 192)),
+            gold_iou=float(gold) if gold not in (None, "") else None,
+            run_id=model_version.run_id,
+        )
+
+    def load_champion(self, device: str = "cpu") -> ChampionModel | None:
+        """The current champion, loaded, or None when no model has been promoted yet."""
+        version = self.champion_version()
+        return None if version is None else self.load_version(version.version, device=device)
+
+    def log_model(self, model, input_size: int, tags: dict[str, str]) -> str:
+        """Log a model to the active run and register a new version; returns the version number.
+
+        Two forms are logged: the state dict (what the pipeline loads with ``weights_only``, and what
+        fine-tuning starts from) and MLflow's PyTorch flavour in the ``pt2`` (torch.export) format,
+        which carries a tensor signature and loads without unpickling.
+        """
+        import mlflow
+        import numpy as np
+
+        from ml.model import state_dict_bytes
+
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "state_dict.pt"
+            weights.write_bytes(state_dict_bytes(model))
+            mlflow.log_artifact(str(weights), artifact_path="weights")
+        exportable = ProbabilityHead(model).eval().to("cpu")
+        example = np.random.default_rng(0).standard_normal((2, 3, input_size, input_size)).astype(np.float32)
+        with torch.no_grad():
+            info = mlflow.pytorch.log_model(
+                exportable,
+                name="model",
+                input_example=example,
+                serialization_format="pt2",
+                registered_model_name=self.model_name,
+                await_registration_for=60,
+            )
+        version = str(info.registered_model_version)
+        client = self.client()
+        for key, value in {"input_size": str(input_size), **tags}.items():
+            client.set_model_version_tag(self.model_name, version, key, str(value))
+        return version
+
+    def set_champion(self, version: str) -> None:
+        """Move the ``champion`` alias to ``version``."""
+        self.client().set_registered_model_alias(self.model_name, CHAMPION_ALIAS, str(version))
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        """Set tags on a registered version (promotion outcome and reason, gold metrics)."""
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(self.model_name, str(version), key, str(value))
+
+
+class ProbabilityHead(torch.nn.Module):
+    """Wraps the segmentation network so the exported graph maps images to foreground probabilities."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.network(images)["out"])

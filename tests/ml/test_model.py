@@ -1,0 +1,91 @@
+"""Model construction, device choice and safe weight (de)serialisation."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+import torch
+
+from ml.model import ARCHITECTURE, build_model, load_model_bytes, select_device, state_dict_bytes
+
+
+def _batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_architecture_name():
+    assert ARCHITECTURE == "lraspp_mobilenet_v3_large"
+
+
+def test_output_is_one_logit_per_pixel_at_input_size():
+    torch.manual_seed(0)
+    model = build_model().eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, 64, 64))["out"]
+    assert out.shape == (2, 1, 64, 64)
+    assert out.dtype == torch.float32
+
+
+def test_every_batchnorm_uses_the_requested_momentum():
+    assert {m.momentum for m in _batchnorms(build_model())} == {0.1}
+    assert {m.momentum for m in _batchnorms(build_model(bn_momentum=0.05))} == {0.05}
+    # The backbone alone has dozens; a missed layer would leave part of the net at 0.01.
+    assert len(_batchnorms(build_model())) > 30
+
+
+def test_select_device():
+    assert select_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            select_device("cuda")
+
+
+def test_state_dict_round_trip_gives_identical_outputs():
+    torch.manual_seed(0)
+    model = build_model()
+    # A couple of train-mode passes move the BN running stats away from their defaults, so
+    # the round trip must carry buffers, not just parameters.
+    with torch.no_grad():
+        model.train()
+        model(torch.randn(4, 3, 64, 64))
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)["out"]
+
+    restored = load_model_bytes(state_dict_bytes(model))
+    assert not restored.training
+    with torch.inference_mode():
+        assert torch.equal(restored(x)["out"], expected)
+
+
+def test_loading_uses_weights_only(monkeypatch):
+    data = state_dict_bytes(build_model())
+    seen = {}
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_model_bytes(data)
+    assert seen.get("weights_only") is True
+
+
+class _Payload:
+    """Stands in for a pickled object someone slipped into a model file."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_loading_refuses_arbitrary_pickles():
+    buffer = io.BytesIO()
+    torch.save({"payload": _Payload()}, buffer)
+    with pytest.raises(pickle.UnpicklingError):
+        load_model_bytes(buffer.getvalue())
