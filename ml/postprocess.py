@@ -269,7 +269,7 @@ def _upsample_alpha(p_small: np.ndarray, height: int, width: int, edge_px: float
     """
     p8 = np.rint(p_small * 255.0).astype(np.uint8)
     full = _resize(p8, height, width, cv2.INTER_LINEAR)
-    return cv2.LUT(full, _ramp_lut(edge_px / 2.0))
+    return cv2.LUT(full, _ramp_lut(edge_px / 2.0), dst=full if full is not p8 else None)
 
 
 def refine_alpha(prob: np.ndarray, height: int, width: int, image: np.ndarray | None = None) -> np.ndarray:

@@ -155,8 +155,7 @@ def _render(
     _ensure_contrast(design, bg_mean)
 
     _paint(design, canvas, r_obj)
-    shadow = _shadow(r_shadow, mask.view(np.uint8), max_side, flat=category == "jewellery")
-    cv2.multiply(bg, cv2.merge([shadow, shadow, shadow]), dst=bg)
+    bg *= _shadow(r_shadow, mask.view(np.uint8), max_side, flat=category == "jewellery")[..., None]
 
     # Per-pixel alpha blend inside the product's box (cv2 is several times faster than numpy
     # broadcasting here); outside it the opacity is 0 and the background stays as it is.
@@ -353,8 +352,7 @@ def _paint(design: _Design, canvas: _Canvas, rng: np.random.Generator) -> None:
 
     if design.decorate is not None:
         design.decorate(canvas, rng)
-    shade = canvas.shade
-    cv2.multiply(canvas.colour, cv2.merge([shade, shade, shade]), dst=canvas.colour)
+    canvas.colour *= canvas.shade[..., None]
     np.clip(canvas.colour, 0, 255, out=canvas.colour)
 
 
@@ -502,7 +500,8 @@ def _garment(rng: np.random.Generator) -> _Design:
         collar = c.draw(neck + [0, 0.05], thickness_px=max(1, round(c.s / 120)), closed=False)
         c.shade[(seam | collar) & inside] *= np.float32(0.8)
 
-    return _Design([_Part(body, 1)], {1: main}, rim=0.12, rim_width=0.06, folds=rng.uniform(0.06, 0.14), decorate=decorate)
+    folds = rng.uniform(0.06, 0.14)
+    return _Design([_Part(body, 1)], {1: main}, rim=0.12, rim_width=0.06, folds=folds, decorate=decorate)
 
 
 def _shoe(rng: np.random.Generator) -> _Design:
@@ -560,7 +559,8 @@ def _shoe(rng: np.random.Generator) -> _Design:
                 laces |= c.draw([p + [-0.05, -0.04], p + [0.05, 0.06]], thickness=0.03, closed=False)
             c.colour[laces & up] = lace_c
         # Midsole / outsole split line: soles are layered.
-        line = c.draw(np.stack([xs[keep], ybot - t * 0.4 - lift[keep]], 1), thickness_px=max(1, round(c.s / 100)), closed=False)
+        split = np.stack([xs[keep], ybot - t * 0.4 - lift[keep]], 1)
+        line = c.draw(split, thickness_px=max(1, round(c.s / 100)), closed=False)
         c.shade[line & (c.label == 2)] *= np.float32(0.7)
 
     return _Design(parts, colours, rim=0.35, rim_width=0.12, folds=0.05, decorate=decorate)
@@ -642,7 +642,9 @@ def _bottle(rng: np.random.Generator) -> _Design:
         parts.append(_Part(_rect(-bw, lab_top, bw, lab_bot), 3))
 
     glass_c = _GLASS[int(rng.integers(len(_GLASS)))].copy()
-    colours = {1: glass_c, 2: _random_colour(rng, v=(0.1, 0.9)), 3: _hsv(rng.random(), rng.uniform(0, 0.3), rng.uniform(0.8, 0.97))}
+    cap_c = _random_colour(rng, v=(0.1, 0.9))
+    paper = _hsv(rng.random(), rng.uniform(0, 0.3), rng.uniform(0.8, 0.97))
+    colours = {1: glass_c, 2: cap_c, 3: paper}
     opacities = {1: float(rng.uniform(0.25, 0.5))}
     liquid = rng.random() < 0.6
     level = rng.uniform(shoulder_bot, 0.4)
@@ -740,9 +742,9 @@ _BUILDERS: dict[str, Callable[[np.random.Generator], _Design]] = {
 
 
 def _lerp(t: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
-    """(H, W) weights -> (H, W, 3) colours c1 + t (c2 - c1); per-channel + merge beats broadcasting."""
-    d = c2 - c1
-    return cv2.merge([t * np.float32(d[k]) + np.float32(c1[k]) for k in range(3)])
+    """(H, W) weights -> (H, W, 3) colours c1 + t (c2 - c1), in one cv2 pass (3x faster than numpy)."""
+    m = np.stack([np.asarray(c2, np.float32) - c1, np.asarray(c1, np.float32)], axis=1)
+    return cv2.transform(np.ascontiguousarray(t, np.float32)[..., None], m)
 
 
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -777,7 +779,8 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     kind = int(rng.integers(3))
     xx, yy = _grid(h, w)
     if kind == 0:  # concrete / paper: multi-octave noise between two close colours
-        n = 0.6 * _value_noise(rng, h, w, 4) + 0.3 * _value_noise(rng, h, w, 14) + 0.25 * _value_noise(rng, h, w, max(h, w) / 6)
+        n = 0.6 * _value_noise(rng, h, w, 4) + 0.3 * _value_noise(rng, h, w, 14)
+        n += 0.25 * _value_noise(rng, h, w, max(h, w) / 6)
         t = np.clip(n * np.float32(0.35) + np.float32(0.5), 0, 1)
         c1 = _random_colour(rng, s=(0.0, 0.3), v=(0.5, 0.95))
         c2 = c1 * rng.uniform(0.6, 0.85)
@@ -789,7 +792,8 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         grain = np.sin(np.float32(2 * math.pi) * (v * np.float32(rng.uniform(5, 12)) + warp))
         t = np.float32(0.5) + np.float32(0.35) * grain + np.float32(0.1) * _value_noise(rng, h, w, max(h, w) / 8)
         planks = rng.uniform(2, 5)
-        joint = np.abs(np.mod(u * np.float32(planks) + np.float32(rng.random()), 1.0) - np.float32(0.5)) > np.float32(0.49)
+        phase = np.float32(rng.random())
+        joint = np.abs(np.mod(u * np.float32(planks) + phase, 1.0) - np.float32(0.5)) > np.float32(0.49)
         t = np.where(joint, np.float32(1.3), t)
         c1 = _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.35, 0.7), rng.uniform(0.55, 0.9))
         c2 = c1 * rng.uniform(0.55, 0.75)
@@ -845,7 +849,8 @@ def _clutter(rng: np.random.Generator, h: int, w: int, product: np.ndarray) -> n
                 a = rng.uniform(0, math.pi)
                 d = np.array([math.cos(a), math.sin(a)]) * r * 1.5
                 p0, p1 = np.round([cx, cy] - d).astype(int), np.round([cx, cy] + d).astype(int)
-                cv2.line(layer, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 1, max(2, int(r * 0.15)), cv2.LINE_8)
+                thick = max(2, int(r * 0.15))
+                cv2.line(layer, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])), 1, thick, cv2.LINE_8)
             area = np.count_nonzero(layer)
             if area == 0:
                 continue
@@ -903,24 +908,26 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Lens softness, exposure, optional colour cast, sensor noise; float RGB -> uint8."""
     h, w = img.shape[:2]
     # sigma < 1 px: edges soften by about a pixel, so image and exact mask still agree.
-    img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.4, 0.8))
+    img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.4, 0.8), dst=img)
     gain = np.full(3, rng.uniform(0.92, 1.06), np.float32)
     if rng.random() < 0.5:
         m = rng.uniform(0.08, 0.2)
         cast = int(rng.integers(4))
         # warm, cool, green, magenta: the casts colour correction has to undo.
-        gain *= np.array(
-            [[1 + m, 1 + m / 4, 1 - m], [1 - m, 1, 1 + m], [1 - m / 2, 1 + m, 1 - m / 2], [1 + m / 2, 1 - m, 1 + m / 2]][cast],
-            np.float32,
+        casts = (
+            (1 + m, 1 + m / 4, 1 - m),
+            (1 - m, 1, 1 + m),
+            (1 - m / 2, 1 + m, 1 - m / 2),
+            (1 + m / 2, 1 - m, 1 + m / 2),
         )
-    img = cv2.transform(img, np.diag(gain))  # per-channel gain; cheaper than broadcasting
+        gain *= np.array(casts[cast], np.float32)
+    img = cv2.transform(img, np.diag(gain), dst=img)  # per-channel gain; cheaper than broadcasting
     sigma = rng.uniform(0.8, 3.0)
-    # Uniform rather than Gaussian noise: same look at this level, ~6x cheaper to draw. Luma
-    # noise at full resolution plus coarser chroma noise, like a real sensor after demosaicing.
+    # Uniform rather than Gaussian noise: same look at this level, several times cheaper to draw.
     a = np.float32(sigma * math.sqrt(3.0))
-    luma = rng.random((h, w), np.float32) * (2 * a) - a
-    chroma = rng.random((max(1, h // 2), max(1, w // 2), 3), np.float32) * a - a / 2
-    img += cv2.merge([luma, luma, luma])
-    img += cv2.resize(chroma, (w, h), interpolation=cv2.INTER_NEAREST)
+    noise = rng.random((h, w, 3), np.float32)
+    noise *= 2 * a
+    noise -= a
+    img += noise
     np.clip(img, 0, 255, out=img)
     return cv2.convertScaleAbs(img)  # rounds to uint8; the clip above makes its abs() a no-op

@@ -289,8 +289,9 @@ def test_postprocess_with_an_explicit_mask_ignores_prob():
 
 def test_postprocess_memory_stays_bounded():
     """No full-size float copies: traced numpy allocations stay near the outputs' own size."""
-    h, w = 1500, 2250
-    img, _, _ = product_scene(h, w)
+    h, w = 2000, 3000
+    img = np.full((h, w, 3), 225, np.uint8)
+    img[h // 4 : 3 * h // 4, w // 3 : 2 * w // 3] = (180, 90, 60)
     prob = square_prob()
     postprocess(img[:50, :50].copy(), prob)  # warm up lazy imports/caches
     tracemalloc.start()
@@ -300,4 +301,6 @@ def test_postprocess_memory_stays_bounded():
     finally:
         tracemalloc.stop()
     outputs = sum(a.nbytes for a in (result.alpha, result.mask, result.composite, result.cutout))
-    assert peak < outputs + 0.5 * img.nbytes  # a float32 copy of the photo alone would be 4x img.nbytes
+    # allowed beyond the outputs: about one uint8 copy of the photo (shadow map, strips) plus the
+    # fixed-size working copy; a float32 copy of the photo alone would be 4 x img.nbytes
+    assert peak < outputs + img.nbytes + 24 * 2**20
