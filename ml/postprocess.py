@@ -5,11 +5,12 @@ makes the alpha matte, the binary mask, a colour-corrected white-background comp
 soft drop shadow and a transparent cut-out.
 
 Large photos (see DESIGN.md, "Large photos"): supplier photos are often 20+ megapixels while
-the model runs at a few hundred pixels. Every full-resolution step here works in uint8 (or
-uint16 fixed point, in row strips) with OpenCV's vectorised kernels; nothing makes a float
-copy of the full-size photo. Everything that needs floats or wide filters (edge-aware alpha
-refinement, colour statistics, the shadow's blur) runs on a reduced copy whose longer side
-is at most ``WORK_SIDE`` pixels and is then upsampled.
+the model runs at a few hundred pixels. Every full-resolution step here works on uint8
+planes with OpenCV's vectorised kernels (resize, LUT, blendLinear over row strips); nothing
+makes a float copy of the full-size photo. Everything that needs floats or wide filters
+(edge-aware alpha refinement, colour statistics, the shadow's blur) runs on a reduced copy
+whose longer side is at most ``WORK_SIDE`` pixels and is then upsampled. On 2 CPU cores a
+24 MP photo takes well under a second and about 60 MiB beyond its outputs.
 
 Conventions: images are RGB uint8 (H, W, 3); masks uint8 (H, W) with values 0/255; alpha
 mattes uint8 0..255; probability maps float (h, w) in [0, 1] covering the whole photo (the
@@ -45,7 +46,7 @@ __all__ = [
 
 #: Longer side, in pixels, of the reduced copy used for filtering and statistics.
 WORK_SIDE = 1024
-#: Rows per strip in the full-resolution fixed-point blend (bounds temporaries to a few MB).
+#: Rows per strip in the full-resolution blend (bounds its temporaries to a few MB).
 _STRIP_ROWS = 256
 #: Minimum number of background pixels (in the reduced copy) for a colour estimate.
 _MIN_BACKGROUND_PIXELS = 200
@@ -110,7 +111,8 @@ def _as_alpha(alpha: np.ndarray, shape: tuple[int, int] | None = None) -> np.nda
 def _as_prob(prob: np.ndarray) -> np.ndarray:
     """float32 (h, w) probability map in [0, 1], NaNs as 0."""
     p = np.asarray(prob, dtype=np.float32)
-    p = np.squeeze(p)
+    while p.ndim > 2 and (p.shape[0] == 1 or p.shape[-1] == 1):  # (1, h, w), (1, 1, h, w), (h, w, 1)
+        p = p[0] if p.shape[0] == 1 else p[..., 0]
     if p.ndim != 2:
         raise ValueError(f"probability map must be 2-D (h, w), got shape {np.shape(prob)}")
     return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
@@ -150,7 +152,9 @@ def _box(x: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (k, k), normalize=True, borderType=cv2.BORDER_REFLECT)
 
 
-def _guided_filter(guide: np.ndarray, p: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
+def _guided_filter(
+    guide: np.ndarray, p: np.ndarray, radius: int, eps: float, subsample: int = 1
+) -> np.ndarray:
     """Colour guided filter (He, Sun & Tang), optionally "fast" (coefficients at 1/subsample).
 
     guide float32 (h, w, 3) in [0, 1], p float32 (h, w). Runs on the reduced working copy
@@ -335,7 +339,11 @@ def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     c = np.asarray(rgb, dtype=np.float64) / 255.0
     lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
     m = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+        [
+            [0.4124564, 0.3575761, 0.1804375],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339, 0.1191920, 0.9503041],
+        ]
     )
     xyz = lin @ m.T
     white = m.sum(axis=1)  # XYZ of sRGB white, so that (255, 255, 255) is exactly L=100, a=b=0
@@ -380,10 +388,12 @@ def _reference_small(small_image: np.ndarray, small_alpha: np.ndarray) -> tuple[
 
 
 def _gains_from_reference(ref: np.ndarray, ok: bool, target_rgb, max_gain: float) -> np.ndarray:
-    if not ok:
+    max_gain = max(1.0, float(max_gain))
+    if not ok or ref.max() / max(ref.min(), 1.0) > max_gain**2:
+        # too few background pixels, or a strongly coloured backdrop that no allowed gains
+        # could neutralise: it is not a white reference, so the product is left alone
         return np.ones(3, dtype=np.float32)
     target = np.asarray(target_rgb, dtype=np.float64).reshape(3)
-    max_gain = max(1.0, float(max_gain))
     gains = target / np.maximum(ref, 1.0)
     return np.clip(gains, 1.0 / max_gain, max_gain).astype(np.float32)
 
@@ -412,11 +422,15 @@ def background_reference(image: np.ndarray, mask: np.ndarray) -> tuple[float, fl
     return tuple(float(c) for c in ref)
 
 
-def estimate_colour_gains(image: np.ndarray, mask: np.ndarray, target_rgb=(255, 255, 255), max_gain: float = 1.4) -> np.ndarray:
+def estimate_colour_gains(
+    image: np.ndarray, mask: np.ndarray, target_rgb=(255, 255, 255), max_gain: float = 1.4
+) -> np.ndarray:
     """Per-channel float32 gains (3,) that map the photo's background reference to ``target_rgb``.
 
-    See ``background_reference``; gains are clipped to ``[1/max_gain, max_gain]`` and are all
-    1.0 when the photo has too few background pixels to estimate from.
+    See ``background_reference``; gains are clipped to ``[1/max_gain, max_gain]``. They are
+    all 1.0 when the photo has too few background pixels to estimate from, or when the
+    background is so strongly coloured (channel ratio above ``max_gain**2``) that it cannot
+    be a white/grey backdrop with a cast.
     """
     small, small_mask = _small_pair(image, mask)
     ref, ok = _reference_small(small, small_mask)
@@ -430,11 +444,13 @@ def _gains_lut(gains: np.ndarray) -> np.ndarray:
 
 
 def _is_identity(gains: np.ndarray | None) -> bool:
-    return gains is None or bool(np.all(_gains_lut(gains)[:, 0, :] == np.arange(256, dtype=np.uint8)[:, None]))
+    if gains is None:
+        return True
+    return bool(np.all(_gains_lut(gains)[:, 0, :] == np.arange(256, dtype=np.uint8)[:, None]))
 
 
 def apply_gains(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """Per-channel gains applied through 3-channel lookup tables (cv2.LUT): uint8 in, uint8 out, no float copy."""
+    """Per-channel gains through a 3-channel lookup table (cv2.LUT): uint8 in, uint8 out, no float copy."""
     rgb = _as_rgb(image)
     return cv2.LUT(rgb, _gains_lut(gains))
 
@@ -522,11 +538,15 @@ def _render(
     return out, cut
 
 
-def composite(image: np.ndarray, alpha: np.ndarray, brand: BrandStandard, gains: np.ndarray | None = None) -> np.ndarray:
+def composite(
+    image: np.ndarray, alpha: np.ndarray, brand: BrandStandard, gains: np.ndarray | None = None
+) -> np.ndarray:
     """uint8 (H, W, 3): the (gain-corrected) product over ``brand.background_rgb`` with a soft drop shadow.
 
     Where alpha is 255 the output is exactly the corrected photo, where alpha is 0 and there
-    is no shadow it is exactly the brand background; blending is integer fixed point.
+    is no shadow it is exactly the brand background; in between it is
+    ``(a * product + (255 - a) * background) / 255`` rounded, computed strip by strip on the
+    uint8 images (per-strip float32 weights only).
     """
     rgb = _as_rgb(image)
     alpha = _as_alpha(alpha, rgb.shape[:2])
@@ -562,8 +582,9 @@ def postprocess(
     photo's background reference and ``brand.background_rgb`` (how strong the colour cast /
     lighting deviation was before correction).
 
-    Memory: besides the outputs, a corrected copy of the photo and the shadow map (both
-    uint8) and a few strip-sized temporaries; no full-size float arrays.
+    Memory: besides the outputs, the full-size uint8 shadow map, the working copy (longer
+    side ``WORK_SIDE``) and strip-sized temporaries; no full-size float arrays and no
+    full-size corrected copy (gains are applied strip by strip).
     """
     rgb = _as_rgb(image)
     height, width = rgb.shape[:2]

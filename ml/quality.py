@@ -48,7 +48,9 @@ _BAND_FRACTION = 0.015
 
 
 def _as_prob(prob: np.ndarray) -> np.ndarray:
-    p = np.squeeze(np.asarray(prob, dtype=np.float32))
+    p = np.asarray(prob, dtype=np.float32)
+    while p.ndim > 2 and (p.shape[0] == 1 or p.shape[-1] == 1):  # (1, h, w), (1, 1, h, w), (h, w, 1)
+        p = p[0] if p.shape[0] == 1 else p[..., 0]
     if p.ndim != 2:
         raise ValueError(f"probability map must be 2-D (h, w), got shape {np.shape(prob)}")
     return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)

@@ -230,7 +230,8 @@ class _Design:
     rim_width: float = 0.15  # local units over which the rim darkening fades
     folds: float = 0.05  # amplitude of low-frequency shading (cloth folds, dents)
     decorate: Callable[["_Canvas", np.random.Generator], None] | None = None
-    contrast_label: int | None = 1  # label whose colour must stand out from the background
+    # Labels recoloured together when the first one is too close to the background colour.
+    contrast_labels: tuple[int, ...] = (1,)
 
 
 @dataclass
@@ -366,17 +367,15 @@ def _edge_distance(label: np.ndarray) -> np.ndarray:
 
 def _ensure_contrast(design: _Design, bg_mean: np.ndarray) -> None:
     # A white shirt on a white sweep is a real hard case, but as the norm it would make the
-    # task unlearnable; push the main colour away from the background it sits on.
-    lab = design.contrast_label
-    if lab is None:
+    # task unlearnable; push the main colour away from the background it sits on. Related parts
+    # (a bag's handle and flap) move with it so the product keeps one coherent colour.
+    labels = design.contrast_labels
+    if not labels or float(np.linalg.norm(design.colours[labels[0]] - bg_mean)) >= 60:
         return
-    rgb = design.colours[lab]
-    if float(np.linalg.norm(rgb - bg_mean)) >= 60:
-        return
-    if float(bg_mean.mean()) > 128:
-        design.colours[lab] = (rgb * 0.5).astype(np.float32)
-    else:
-        design.colours[lab] = (rgb * 0.4 + 150).astype(np.float32)
+    darken = float(bg_mean.mean()) > 128
+    for lab in labels:
+        rgb = design.colours[lab]
+        design.colours[lab] = (rgb * 0.5 if darken else rgb * 0.4 + 150).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +499,7 @@ def _garment(rng: np.random.Generator) -> _Design:
         collar = c.draw(neck + [0, 0.05], thickness_px=max(1, round(c.s / 120)), closed=False)
         c.shade[(seam | collar) & inside] *= np.float32(0.8)
 
-    folds = rng.uniform(0.06, 0.14)
+    folds = rng.uniform(0.04, 0.1)
     return _Design([_Part(body, 1)], {1: main}, rim=0.12, rim_width=0.06, folds=folds, decorate=decorate)
 
 
@@ -594,7 +593,7 @@ def _bag(rng: np.random.Generator) -> _Design:
     else:
         main = _random_colour(rng)
     colours = {1: main, 2: main * rng.uniform(0.6, 1.0), 3: main * 0.85, 4: _metal(rng)}
-    grain = rng.uniform(0.02, 0.04)
+    grain = rng.uniform(0.015, 0.03)
 
     def decorate(c: _Canvas, rng: np.random.Generator) -> None:
         # Leather grain: high-frequency blotches.
@@ -606,7 +605,7 @@ def _bag(rng: np.random.Generator) -> _Design:
         metal = c.label == 4
         c.shade[metal] *= np.float32(1.15)
 
-    return _Design(parts, colours, rim=0.3, rim_width=0.12, folds=0.06, decorate=decorate)
+    return _Design(parts, colours, rim=0.3, rim_width=0.12, folds=0.06, decorate=decorate, contrast_labels=(1, 2, 3))
 
 
 # Bottle glass tints (green, amber, blue, near clear).
@@ -676,7 +675,7 @@ def _bottle(rng: np.random.Generator) -> _Design:
         cap_m = c.label == 2
         c.shade[cap_m] *= np.float32(0.85) + np.float32(0.15) * np.sin(c.U[cap_m] * np.float32(c.s / 2.5))
 
-    return _Design(parts, colours, opacities, rim=0.3, rim_width=0.1, folds=0.0, decorate=decorate, contrast_label=2)
+    return _Design(parts, colours, opacities, rim=0.3, rim_width=0.1, folds=0.0, decorate=decorate, contrast_labels=(2,))
 
 
 def _jewellery(rng: np.random.Generator) -> _Design:

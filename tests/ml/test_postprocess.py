@@ -35,7 +35,7 @@ def square_prob(size: int = 320, lo: int = 80, hi: int = 240) -> np.ndarray:
 
 
 def product_scene(h: int = 400, w: int = 600, background=(220, 220, 220), seed: int = 0):
-    """A photo of a coloured box with a darker band, on a plain background with sensor noise; its exact mask."""
+    """A coloured box with a blue band on a plain background with sensor noise, its exact mask, its box."""
     rng = np.random.default_rng(seed)
     mask = np.zeros((h, w), np.uint8)
     top, bottom, left, right = h // 4, 3 * h // 4, w // 3, 2 * w // 3
@@ -155,6 +155,11 @@ def test_estimate_colour_gains_without_background_is_neutral():
     assert estimate_colour_gains(with_cast(img), everything).tolist() == [1.0, 1.0, 1.0]
 
 
+def test_estimate_colour_gains_leaves_coloured_backdrops_alone():
+    img, mask, _ = product_scene(background=(60, 170, 80))  # a green backdrop, not a white with a cast
+    assert estimate_colour_gains(img, mask).tolist() == [1.0, 1.0, 1.0]
+
+
 def test_background_reference_is_the_background_colour():
     img, mask, _ = product_scene(background=(220, 220, 220))
     ref = background_reference(with_cast(img), mask)
@@ -168,7 +173,8 @@ def test_colour_distance_known_values():
     # sRGB red is Lab (53.24, 80.09, 67.20), blue (32.30, 79.19, -107.86)
     assert colour_distance((255, 0, 0), (0, 0, 0)) == pytest.approx(117.34, abs=0.1)
     assert colour_distance((255, 0, 0), (0, 0, 255)) == pytest.approx(176.31, abs=0.1)
-    assert colour_distance((10, 20, 30), (40, 50, 60)) == pytest.approx(colour_distance((40, 50, 60), (10, 20, 30)))
+    forth, back = colour_distance((10, 20, 30), (40, 50, 60)), colour_distance((40, 50, 60), (10, 20, 30))
+    assert forth == pytest.approx(back) and forth > 0
 
 
 # --------------------------------------------------------------------------- shadow, composite, cut-out
@@ -251,6 +257,8 @@ def test_postprocess_end_to_end_corrects_a_cast():
     np.testing.assert_allclose(centre / centre[1], original / original[1], rtol=0.06)
     assert result.colour_distance > 5
     assert np.all(result.composite[:10, :10] == WHITE)
+    inside = result.alpha == 255  # the cut-out carries the same corrected product
+    assert np.array_equal(result.cutout[..., :3][inside], result.composite[inside])
     # a neutral white studio photo is (almost) left alone
     neutral = postprocess(product_scene(background=(253, 253, 253))[0], prob)
     assert neutral.colour_distance < 2
