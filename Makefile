@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 export HITL_HOME    ?= $(CURDIR)/.hitl
 export DAGSTER_HOME ?= $(HITL_HOME)/dagster_home
 
-.PHONY: install demo test dagster mlflow clean
+.PHONY: install demo test bench dagster mlflow clean
 
 # The virtual environment is (re)built when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -24,6 +24,11 @@ demo: $(STAMP)
 ## test: the test suite
 test: $(STAMP)
 	$(PY) -m pytest
+
+## bench: every benchmark under benchmarks/ (figures as JSON under .hitl/bench/)
+bench: $(STAMP)
+	mkdir -p $(HITL_HOME)/bench
+	set -e; for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
 
 ## dagster: the Dagster UI on what the demo wrote (http://127.0.0.1:3000)
 dagster: $(STAMP)

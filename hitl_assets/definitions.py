@@ -12,7 +12,7 @@ from hitl_assets.assets.routing import review_queue
 from hitl_assets.assets.training import segmentation_model
 from hitl_assets.jobs import catalog_job, ingest_job, retrain_job, review_complete_job
 from hitl_assets.schedules import nightly_catalog, nightly_retraining
-from hitl_assets.sensors import inbox_sensor, review_completion_sensor, review_task_sensor
+from hitl_assets.sensors import inbox_sensor, rescore_sensor, review_completion_sensor, review_task_sensor
 from resources import resources_from_env
 
 
@@ -27,7 +27,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             correction_dataset, segmentation_model, hitl_metrics,
         ],
         jobs=[ingest_job, review_complete_job, retrain_job, catalog_job],
-        sensors=[inbox_sensor, review_task_sensor, review_completion_sensor],
+        sensors=[inbox_sensor, review_task_sensor, review_completion_sensor, rescore_sensor],
         schedules=[nightly_retraining, nightly_catalog],
         resources=resources if resources is not None else resources_from_env(),
     )

@@ -46,17 +46,18 @@ class LoopRunner:
         for request in data.dynamic_partitions_requests or []:
             if isinstance(request, dg.AddDynamicPartitionsRequest):
                 self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        runs = [self.execute(sensor.job_name, r.partition_key, r.tags) for r in data.run_requests or []]
+        runs = [self.execute(sensor.job_name, r.partition_key, r.tags, r.asset_selection) for r in data.run_requests or []]
         cursors[sensor_name] = data.cursor
         self.cursor_file.parent.mkdir(parents=True, exist_ok=True)
         self.cursor_file.write_text(json.dumps(cursors, indent=1))
         return runs
 
-    def execute(self, job_name: str, partition_key: str | None = None, tags: dict | None = None) -> dg.DagsterRun:
+    def execute(self, job_name: str, partition_key: str | None = None, tags: dict | None = None, asset_selection=None) -> dg.DagsterRun:
         """Run a job from the definitions in-process, recorded in the instance; raises if it fails."""
         job = self.defs.resolve_job_def(job_name)
         result = job.execute_in_process(
-            instance=self.instance, partition_key=partition_key, run_config=self.run_config.get(job_name, {}), tags=tags or {}, raise_on_error=True
+            instance=self.instance, partition_key=partition_key, run_config=self.run_config.get(job_name, {}), tags=tags or {},
+            asset_selection=list(asset_selection) if asset_selection else None, raise_on_error=True,
         )
         return result.dagster_run
 
@@ -75,7 +76,12 @@ def drop_into_inbox(runner: LoopRunner, images_dir: str | Path, batch: str, mani
 
 
 def champion_summary(runner: LoopRunner) -> tuple[str, float | None]:
-    """The champion's version and gold IoU from its latest evaluation in the registry."""
+    """The champion's version and its gold IoU from the latest retraining's evaluation (same gold set as the challenger)."""
+    records = runner.instance.fetch_materializations(dg.AssetKey("segmentation_model"), limit=1).records
+    if records:
+        metadata = records[0].asset_materialization.metadata
+        if "champion_gold_iou" in metadata:
+            return str(metadata["champion_version"].value), float(metadata["champion_gold_iou"].value)
     version = runner.resource("model_registry").champion_version()
     if version is None:
         return "", None
@@ -95,11 +101,15 @@ def run_round(runner: LoopRunner, round_number: int, batch: str, images_dir: Pat
     replay_reviews(runner.resource("review_store"), store, masks_dir, replay, batch=batch)
     runner.tick("review_completion_sensor")
     runner.execute("retrain_job", tags={"hitl/round": str(round_number)})
+    runner.tick("rescore_sensor")  # a new champion re-scores whatever is still waiting for people
+    runner.tick("review_task_sensor")
     runner.execute("catalog_job", tags={"hitl/round": str(round_number)})
     queue = read_table(store, "review_queue", batch)
     published = read_table(store, "published_images", batch)
     reviewed = published["final_status"].isin(["approved_human", "approved_corrected", "rejected"])
     corrected = (published["final_status"] == "approved_corrected") & reviewed
+    audited = (published["route"] == "auto_approve") & published["audit"].astype(bool) & reviewed
+    missed = audited & published["final_status"].isin(["approved_corrected", "rejected"])
     version, gold_iou = champion_summary(runner)
     return {
         "round": round_number,
@@ -107,6 +117,7 @@ def run_round(runner: LoopRunner, round_number: int, batch: str, images_dir: Pat
         "images": int(len(queue)),
         "automation_rate": round(float((queue["route"] == "auto_approve").mean()), 4) if len(queue) else 0.0,
         "correction_rate": round(float(corrected.sum() / reviewed.sum()), 4) if reviewed.any() else 0.0,
+        "fn_rate": round(float(missed.sum() / audited.sum()), 4) if audited.any() else None,
         "gold_iou": round(gold_iou, 4) if gold_iou is not None else None,
         "model_version": version,
     }
@@ -118,9 +129,12 @@ def ensure_champion(runner: LoopRunner) -> None:
         runner.execute("retrain_job", tags={"hitl/round": "bootstrap"})
 
 
-def format_table(rows: list[dict]) -> str:
+DEMO_COLUMNS = ["round", "images", "automation_rate", "correction_rate", "gold_iou", "model_version"]
+
+
+def format_table(rows: list[dict], columns: list[str] = DEMO_COLUMNS) -> str:
     """The per-round summary as a plain text table."""
-    frame = pd.DataFrame(rows)[["round", "images", "automation_rate", "correction_rate", "gold_iou", "model_version"]]
+    frame = pd.DataFrame(rows)[columns]
     return frame.to_string(index=False)
 
 

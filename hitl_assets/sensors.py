@@ -7,6 +7,7 @@ import dagster as dg
 from hitl_assets.assets.routing import review_task_rows
 from hitl_assets.jobs import ingest_job, review_complete_job
 from hitl_assets.partitions import INBOX_PREFIX, batches, is_valid_batch_name
+from resources.model_registry import ModelRegistry
 from resources.object_store import ObjectStore
 from resources.review_store import ReviewStore
 from resources.tables import read_table
@@ -55,7 +56,7 @@ def review_task_sensor(context: dg.SensorEvaluationContext, object_store: Object
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("review_queue"), after_storage_id=after), limit=100, ascending=True
     ).records
-    created, cursor = 0, after
+    created, closed, cursor = 0, 0, after
     for record in records:
         batch = record.partition_key
         try:
@@ -64,10 +65,19 @@ def review_task_sensor(context: dg.SensorEvaluationContext, object_store: Object
             context.log.warning(f"review_queue for batch {batch!r} was materialized but its table is gone")
         else:
             created += review_store.create_tasks(review_task_rows(batch, queue))
+            closed += close_settled_tasks(review_store, batch, queue)
         cursor = record.storage_id
-    message = f"created {created} review task(s) from {len(records)} routed batch(es)" if records else "no newly routed batches"
+    message = f"created {created} and closed {closed} review task(s) from {len(records)} routed batch(es)" if records else "no newly routed batches"
     context.log.info(message)
     return dg.SensorResult(skip_reason=message, cursor=str(cursor) if cursor is not None else None)
+
+
+def close_settled_tasks(review_store: ReviewStore, batch: str, queue) -> int:
+    """Open tasks whose image no longer needs a person (re-scored within tolerance by a new champion) are closed."""
+    needs = set(queue.loc[(queue["route"] == "escalate") | queue["audit"].astype(bool), "image_id"])
+    waiting = review_store.tasks(batch=batch)
+    waiting = waiting[waiting["status"].isin(["open", "claimed"]) & ~waiting["image_id"].isin(needs)]
+    return review_store.close_tasks(waiting["id"].tolist(), "rescored") if len(waiting) else 0
 
 
 def expected_task_count(queue) -> int:
@@ -101,3 +111,27 @@ def review_completion_sensor(context: dg.SensorEvaluationContext, object_store: 
     if not requests:
         return dg.SensorResult(skip_reason="no newly completed batches", cursor=json.dumps(done))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(done))
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def rescore_sensor(context: dg.SensorEvaluationContext, review_store: ReviewStore, model_registry: ModelRegistry) -> dg.SensorResult:
+    """When the champion changes (promotion, ``hitl promote`` or ``hitl rollback``), batches with items still
+    waiting for review are re-scored by it; items now within tolerance are auto-approved as ``rescored``."""
+    champion = model_registry.champion_version()
+    version = str(champion.version) if champion is not None else ""
+    if context.cursor is None or context.cursor == version:
+        return dg.SensorResult(skip_reason=f"champion unchanged (v{version or 'none'})", cursor=version)
+    progress = review_store.batch_progress()
+    waiting = progress.loc[progress["pending"] > 0, "batch"].tolist() if len(progress) else []
+    if not waiting:
+        return dg.SensorResult(skip_reason=f"champion v{version}: no batch has items waiting for review", cursor=version)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=batch, run_key=f"rescore:{batch}:v{version}", asset_selection=[dg.AssetKey("ai_outputs"), dg.AssetKey("review_queue")],
+                tags={"hitl/batch": batch, "hitl/rescore": version},
+            )
+            for batch in waiting
+        ],
+        cursor=version,
+    )

@@ -23,3 +23,17 @@ def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return float(np.count_nonzero(p & t) / union)
+
+
+def automation_at_fn(risk: np.ndarray, needs_correction: np.ndarray, max_fn_rate: float = 0.01) -> float:
+    """Largest share of items that can be auto-approved, lowest risk first, with at most ``max_fn_rate``
+    of the auto-approved needing a correction (an oracle bound: it uses the items' true outcomes)."""
+    risk = np.asarray(risk, dtype=float)
+    bad = np.asarray(needs_correction, dtype=bool)
+    if len(risk) == 0:
+        return 0.0
+    order = np.argsort(risk, kind="stable")
+    misses = np.cumsum(bad[order])
+    approved = np.arange(1, len(risk) + 1)
+    ok = misses <= max_fn_rate * approved
+    return float(approved[ok].max() / len(risk)) if ok.any() else 0.0

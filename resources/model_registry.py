@@ -10,8 +10,11 @@ from pathlib import Path
 import dagster as dg
 import torch
 
+from ml.calibration import Calibrator
+
 CHAMPION_ALIAS = "champion"
 WEIGHTS_ARTIFACT = "weights/state_dict.pt"
+CALIBRATOR_ARTIFACT = "calibration/calibrator.json"
 
 
 @dataclass
@@ -23,6 +26,7 @@ class ChampionModel:
     input_size: int
     gold_iou: float | None
     run_id: str
+    calibrator: Calibrator | None = None
 
 
 class ModelRegistry(dg.ConfigurableResource):
@@ -98,6 +102,13 @@ class ModelRegistry(dg.ConfigurableResource):
             )
             data = Path(path).read_bytes()
         tags = model_version.tags or {}
+        calibrator = None
+        if tags.get("calibrated") == "true":
+            with tempfile.TemporaryDirectory() as tmp:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=model_version.run_id, artifact_path=CALIBRATOR_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+                calibrator = Calibrator.from_json(Path(path).read_text())
         gold = tags.get("gold_iou")
         return ChampionModel(
             version=str(model_version.version),
@@ -105,6 +116,7 @@ class ModelRegistry(dg.ConfigurableResource):
             input_size=int(tags.get("input_size", 192)),
             gold_iou=float(gold) if gold not in (None, "") else None,
             run_id=model_version.run_id,
+            calibrator=calibrator,
         )
 
     def load_champion(self, device: str = "cpu") -> ChampionModel | None:
@@ -145,9 +157,55 @@ class ModelRegistry(dg.ConfigurableResource):
             client.set_model_version_tag(self.model_name, version, key, str(value))
         return version
 
-    def set_champion(self, version: str) -> None:
-        """Move the ``champion`` alias to ``version``."""
-        self.client().set_registered_model_alias(self.model_name, CHAMPION_ALIAS, str(version))
+    def promote(self, version: str, reason: str, actor: str) -> str | None:
+        """Move ``champion`` to ``version`` and record who, why and what it replaced; returns the previous champion."""
+        import time
+
+        client = self.client()
+        client.get_model_version(self.model_name, str(version))  # fails clearly on an unknown version
+        previous = self.champion_version()
+        previous_version = str(previous.version) if previous is not None else None
+        client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, str(version))
+        self.tag_version(version, {
+            "previous_champion": previous_version or "none", "promoted_by": actor, "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "champion_reason": reason,
+        })
+        self.record_event("promote", version, previous_version, reason, actor)
+        return previous_version
+
+    def rollback(self, reason: str, actor: str) -> tuple[str, str]:
+        """Give ``champion`` back to the version it replaced; returns (from_version, to_version)."""
+        current = self.champion_version()
+        if current is None:
+            raise ValueError(f"registered model {self.model_name!r} has no champion to roll back")
+        previous = (current.tags or {}).get("previous_champion", "none")
+        if previous in ("", "none"):
+            raise ValueError(f"champion v{current.version} replaced no earlier version: nothing to roll back to")
+        client = self.client()
+        client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, previous)
+        self.tag_version(str(current.version), {"rolled_back": "true", "rollback_reason": reason})
+        self.record_event("rollback", previous, str(current.version), reason, actor)
+        return str(current.version), previous
+
+    def record_event(self, action: str, version: str, replaced: str | None, reason: str, actor: str) -> None:
+        """An MLflow run per champion change, so the history is searchable beside the training runs."""
+        import mlflow
+
+        self.activate()
+        with mlflow.start_run(run_name=f"{action}-v{version}", nested=mlflow.active_run() is not None):
+            mlflow.set_tags({"hitl.action": action, "hitl.model_version": str(version), "hitl.replaced_version": replaced or "none", "hitl.actor": actor})
+            mlflow.log_params({"action": action, "to_version": str(version), "from_version": replaced or "none", "actor": actor, "reason": reason[:500]})
+
+    def champion_history(self) -> "list[dict]":
+        """Every recorded champion change, newest first."""
+        import mlflow
+
+        self.activate()
+        runs = mlflow.search_runs(experiment_names=[self.experiment_name], filter_string="tags.`hitl.action` != ''", order_by=["start_time DESC"])
+        return [
+            {"action": r["tags.hitl.action"], "version": r["tags.hitl.model_version"], "replaced": r["tags.hitl.replaced_version"], "actor": r["tags.hitl.actor"], "at": str(r["start_time"])}
+            for _, r in runs.iterrows()
+        ]
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         """Set tags on a registered version (promotion outcome and reason, gold metrics)."""

@@ -106,6 +106,8 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     if frame.empty:
         frame = pd.DataFrame(columns=[*accepted.columns, *SIGNALS, "mask_key", "cutout_key", "composite_key", "colour_distance", "mask_pixels", "mask_width", "mask_height"])
     frame["model_version"] = champion.version
+    # The champion's calibrator turns the signals into P(needs correction); NaN when none is fitted yet.
+    frame["needs_correction_probability"] = champion.calibrator.predict(frame) if champion.calibrator is not None and len(frame) else np.nan
     frame = frame.drop(columns=["status", "reason", "detail"], errors="ignore")
     yield dg.Output(
         frame,
@@ -113,6 +115,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             "images": len(frame),
             "model_version": champion.version,
             "input_size": size,
+            "calibrated": champion.calibrator is not None,
             "device": str(device),
             "mean_confidence": float(frame["confidence"].mean()) if len(frame) else 0.0,
             "signals": dg.MetadataValue.md(frame[list(SIGNALS)].describe().round(3).to_markdown()) if len(frame) else "none",

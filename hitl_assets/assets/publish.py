@@ -17,7 +17,7 @@ def final_status(queue: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
     """One row per image: approved (auto, human or corrected), rejected, or pending a human decision.
 
     Human decisions override the route; with two reviewers, any reject rejects and the latest
-    correction supplies the mask. An image with an open task is never approved.
+    correction supplies the mask. An image still waiting for a person is never approved.
     """
     human = decisions.sort_values("event_id").groupby("image_id").agg(
         any_reject=("decision", lambda d: bool((d == "reject").any())),
@@ -31,7 +31,8 @@ def final_status(queue: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
     decided = out["decisions"].fillna(0).astype(int)
     status = pd.Series("approved_auto", index=out.index)
     status[needs_human & (decided < expected)] = "pending"
-    complete = needs_human & (decided >= expected)
+    # A person's decision always counts, also on an item a new champion has since re-scored as auto-approved.
+    complete = (needs_human & (decided >= expected)) | (~needs_human & (decided > 0))
     status[complete] = "approved_human"
     status[complete & out["any_correct"].fillna(False).astype(bool)] = "approved_corrected"
     status[complete & out["any_reject"].fillna(False).astype(bool)] = "rejected"

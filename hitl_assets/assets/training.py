@@ -4,19 +4,28 @@ import copy
 import time
 
 import dagster as dg
+import matplotlib
 import mlflow
 import numpy as np
 import pandas as pd
 
 from ml.augment import eval_transform, train_augmentation
+from ml.calibration import cross_validated_probabilities, expected_calibration_error, fit_calibrator, reliability_curve
 from ml.data import SegmentationSamples
 from ml.evaluate import evaluate_model
+from ml.grid import prediction_grid
 from ml.imageio import decode_mask, load_rgb
-from ml.model import build_model, select_device
+from ml.infer import predict_probabilities
+from ml.model import ARCHITECTURE, build_model, select_device
+from ml.promotion import promotion_decision
 from ml.synthetic import generate_catalog
 from ml.train import EpochStats, TrainConfig, fit, seed_everything
-from resources.model_registry import ModelRegistry
+from resources.model_registry import CALIBRATOR_ARTIFACT, ModelRegistry
 from resources.object_store import ObjectStore
+from resources.review_store import ReviewStore
+from resources.tables import read_partitions
+
+matplotlib.use("Agg")
 
 
 class TrainingConfig(dg.Config):
@@ -27,7 +36,7 @@ class TrainingConfig(dg.Config):
     max_epochs: int = 12
     patience: int = 3
     bootstrap_learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 3e-4
+    fine_tune_learning_rate: float = 5e-4
     bootstrap_images: int = 240
     bootstrap_seconds: float = 150.0
     fine_tune_seconds: float = 90.0
@@ -36,6 +45,8 @@ class TrainingConfig(dg.Config):
     synthetic_gold_images: int = 40
     validation_fraction: float = 0.15
     promotion_margin: float = 0.0
+    category_regression_tolerance: float = 0.03
+    grid_samples: int = 6
     seed: int = 0
     device: str = "auto"
 
@@ -66,8 +77,74 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return order[n_val:], order[:n_val]
 
 
+def review_history(store: ObjectStore, reviews: ReviewStore) -> tuple[pd.DataFrame, np.ndarray]:
+    """Quality signals of every reviewed image with its outcome: needed correction (corrected or rejected) or not."""
+    queue = read_partitions(store, "review_queue")
+    decisions = reviews.latest_decisions()
+    if queue.empty or decisions.empty:
+        return pd.DataFrame(), np.array([], dtype=bool)
+    outcome = decisions.groupby("image_id")["decision"].agg(lambda d: bool(d.isin(["correct", "reject"]).any()))
+    reviewed = queue.drop_duplicates("image_id", keep="last").merge(outcome.rename("needs_correction"), left_on="image_id", right_index=True)
+    return reviewed, reviewed["needs_correction"].to_numpy(dtype=bool)
+
+
+def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
+    """Fit the needs-correction calibrator on review history and log it with its reliability curve."""
+    signals, labels = review_history(store, reviews)
+    calibrator = fit_calibrator(signals, labels) if len(labels) else None
+    if calibrator is None:
+        mlflow.set_tag("hitl.calibration", f"skipped: {len(labels)} reviewed items, {int(labels.sum()) if len(labels) else 0} needing correction")
+        return {"calibrated": False}
+    mlflow.log_text(calibrator.to_json(), CALIBRATOR_ARTIFACT)
+    curve = reliability_curve(cross_validated_probabilities(signals, labels), labels)
+    ece = expected_calibration_error(curve)
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(4, 4))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    axis.plot(curve["mean_predicted"], curve["observed_rate"], marker="o")
+    axis.set_xlabel("predicted P(needs correction)")
+    axis.set_ylabel("observed correction rate")
+    axis.set_title(f"reliability (out-of-fold), ECE {ece:.3f}")
+    mlflow.log_figure(figure, "calibration/reliability.png")
+    plt.close(figure)
+    mlflow.log_text(curve.to_csv(index=False), "calibration/reliability.csv")
+    mlflow.log_metrics({"calibration_ece": ece, "calibration_samples": float(len(labels))})
+    return {"calibrated": True, "calibration_ece": ece, "calibration_samples": len(labels)}
+
+
+def log_prediction_grid(champion, challenger, size: int, images, masks, categories, count: int, device) -> None:
+    """A PNG of gold samples: image, truth, champion's mask, challenger's mask."""
+    import cv2
+    import matplotlib.pyplot as plt
+
+    picks = list(range(min(count, len(images))))
+    if not picks:
+        return
+    chosen = [images[i] for i in picks]
+    truths = [masks[i] for i in picks]
+
+    def masks_of(model, model_size):
+        probs = predict_probabilities(model, chosen, model_size, device=device)
+        return [(cv2.resize(p, (t.shape[1], t.shape[0])) >= 0.5).astype(np.uint8) * 255 for p, t in zip(probs, truths)]
+
+    columns = {"challenger": masks_of(challenger, size)}
+    if champion is not None:
+        columns = {f"champion v{champion.version}": masks_of(champion.model, champion.input_size), **columns}
+    figure = prediction_grid(chosen, truths, columns, titles=[categories[i] for i in picks])
+    mlflow.log_figure(figure, "prediction_grid.png")
+    plt.close(figure)
+
+
 @dg.asset(group_name="learning")
-def segmentation_model(context: dg.AssetExecutionContext, config: TrainingConfig, correction_dataset: pd.DataFrame, object_store: ObjectStore, model_registry: ModelRegistry) -> dg.MaterializeResult:
+def segmentation_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    correction_dataset: pd.DataFrame,
+    object_store: ObjectStore,
+    review_store: ReviewStore,
+    model_registry: ModelRegistry,
+) -> dg.MaterializeResult:
     """Fine-tune the champion on the correction dataset (bootstrap on the synthetic catalog when there is none), evaluate on gold, log to MLflow, promote only if better."""
     seed_everything(config.seed)
     device = select_device(config.device)
@@ -109,65 +186,79 @@ def segmentation_model(context: dg.AssetExecutionContext, config: TrainingConfig
     )
     model_registry.activate()
     with mlflow.start_run(run_name=f"{mode}-{dataset_version}") as run:
-        mlflow.set_tags({"hitl.mode": mode, "hitl.dataset_version": dataset_version, "hitl.parent_version": champion.version if champion else "none"})
+        mlflow.set_tags({"hitl.mode": mode, "hitl.dataset_version": dataset_version, "hitl.parent_version": champion.version if champion else "none", "hitl.dagster_run_id": context.run_id})
         mlflow.log_params({
-            "mode": mode, "architecture": "lraspp_mobilenet_v3_large", "input_size": config.input_size, "batch_size": config.batch_size,
+            "mode": mode, "architecture": ARCHITECTURE, "input_size": config.input_size, "batch_size": config.batch_size,
             "max_epochs": config.max_epochs, "learning_rate": learning_rate, "max_seconds": budget, "seed": config.seed,
-            "train_images": len(train_idx), "validation_images": len(val_idx), "correction_images": len(train_rows),
+            "patience": config.patience, "train_images": len(train_idx), "validation_images": len(val_idx), "correction_images": len(train_rows),
             "synthetic_images": len(syn_images), "gold_images": len(gold_images), "gold_source": gold_source,
             "dataset_version": dataset_version, "parent_version": champion.version if champion else "none", "device": str(device),
+            "promotion_margin": config.promotion_margin, "category_regression_tolerance": config.category_regression_tolerance,
         })
+        if len(correction_dataset):
+            dataset = mlflow.data.from_pandas(
+                correction_dataset[["image_id", "batch", "category", "split", "source", "mask_digest"]],
+                source=f"{object_store.describe()}/datasets/{dataset_version}/manifest.parquet",
+                name="correction_dataset", digest=dataset_version,
+            )
+            mlflow.log_input(dataset, context="training")
 
         def log_epoch(stats: EpochStats) -> None:
             mlflow.log_metrics({"train_loss": stats.train_loss, "val_iou": stats.val_iou, "epoch_seconds": stats.seconds}, step=stats.epoch)
             context.log.info(f"epoch {stats.epoch}: loss {stats.train_loss:.4f}, validation IoU {stats.val_iou:.4f}")
 
         started = time.perf_counter()
-        train_set = SegmentationSamples([images[i] for i in train_idx], [masks[i] for i in train_idx], train_augmentation(config.input_size))
+        train_set = SegmentationSamples([images[i] for i in train_idx], [masks[i] for i in train_idx], train_augmentation(config.input_size, seed=config.seed))
         val_set = SegmentationSamples([images[i] for i in val_idx], [masks[i] for i in val_idx], eval_transform(config.input_size))
         result = fit(model, train_set, val_set, train_config, on_epoch=log_epoch)
         training_seconds = time.perf_counter() - started
 
         _, challenger = evaluate_model(result.model, gold_images, gold_masks, config.input_size, gold_categories, device=device)
-        metrics = {"gold_iou": challenger["iou"], "gold_boundary_f": challenger["boundary_f"], "gold_mae": challenger["mae"], "training_seconds": training_seconds, "best_val_iou": result.best_val_iou}
-        metrics.update({f"gold_iou_{cat}": v["iou"] for cat, v in challenger["per_category"].items()})
+        incumbent = None
         if champion is not None:
             _, incumbent = evaluate_model(champion.model, gold_images, gold_masks, champion.input_size, gold_categories, device=device)
+        metrics = {"gold_iou": challenger["iou"], "gold_boundary_f": challenger["boundary_f"], "gold_mae": challenger["mae"], "training_seconds": training_seconds, "best_val_iou": result.best_val_iou, "epochs": float(len(result.history))}
+        for category, values in challenger["per_category"].items():
+            metrics.update({f"gold_iou_{category}": values["iou"], f"gold_boundary_f_{category}": values["boundary_f"], f"gold_mae_{category}": values["mae"]})
+        if incumbent is not None:
             metrics["champion_gold_iou"] = incumbent["iou"]
-            promoted = challenger["iou"] >= incumbent["iou"] + config.promotion_margin
-            reason = (
-                f"gold IoU {challenger['iou']:.4f} vs champion v{champion.version} {incumbent['iou']:.4f} (margin {config.promotion_margin})"
-            )
-        else:
-            incumbent, promoted, reason = None, True, f"bootstrap: no champion yet; gold IoU {challenger['iou']:.4f}"
+            metrics.update({f"champion_gold_iou_{c}": v["iou"] for c, v in incumbent["per_category"].items()})
         mlflow.log_metrics(metrics)
+        log_prediction_grid(champion, result.model, config.input_size, gold_images, gold_masks, gold_categories, config.grid_samples, device)
+        calibration = log_calibration(object_store, review_store)
+        decision = promotion_decision(challenger, incumbent, config.promotion_margin, config.category_regression_tolerance)
         version = model_registry.log_model(
             result.model, config.input_size,
-            tags={"gold_iou": f"{challenger['iou']:.6f}", "dataset_version": dataset_version, "mode": mode},
+            tags={"gold_iou": f"{challenger['iou']:.6f}", "dataset_version": dataset_version, "mode": mode, "calibrated": str(calibration["calibrated"]).lower()},
         )
-        outcome = "promoted" if promoted else "rejected"
-        model_registry.tag_version(version, {"promotion": outcome, "promotion_reason": reason})
-        mlflow.set_tags({"hitl.promotion": outcome, "hitl.promotion_reason": reason, "hitl.model_version": version})
-        if promoted:
-            model_registry.set_champion(version)
-    champion_iou = challenger["iou"] if promoted else incumbent["iou"]
-    context.log.info(f"model v{version} {outcome}: {reason}")
+        outcome = "promoted" if decision.promoted else "rejected"
+        model_registry.tag_version(version, {"promotion": outcome, "promotion_reason": decision.reason})
+        mlflow.set_tags({"hitl.promotion": outcome, "hitl.promotion_reason": decision.reason, "hitl.model_version": version})
+    if decision.promoted:
+        model_registry.promote(version, decision.reason, actor="segmentation_model")
+    champion_iou = challenger["iou"] if decision.promoted else incumbent["iou"]
+    context.log.info(f"model v{version} {outcome}: {decision.reason}")
     return dg.MaterializeResult(
         metadata={
             "trained": True,
             "mode": mode,
             "model_version": version,
-            "promoted": promoted,
-            "promotion_reason": reason,
-            "champion_version": version if promoted else champion.version,
+            "promoted": decision.promoted,
+            "promotion_reason": decision.reason,
+            "champion_version": version if decision.promoted else champion.version,
             "gold_iou": challenger["iou"],
+            "gold_boundary_f": challenger["boundary_f"],
+            "gold_mae": challenger["mae"],
             "champion_gold_iou": champion_iou,
             "gold_images": len(gold_images),
             "gold_source": gold_source,
             "epochs": len(result.history),
+            "stop_reason": result.stop_reason,
             "training_seconds": training_seconds,
             "dataset_version": dataset_version,
             "mlflow_run_id": run.info.run_id,
+            **{k: v for k, v in calibration.items() if k != "calibrated"},
+            "calibrated": calibration["calibrated"],
             "per_category_iou": dg.MetadataValue.json({cat: round(v["iou"], 4) for cat, v in challenger["per_category"].items()}),
         }
     )

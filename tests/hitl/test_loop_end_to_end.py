@@ -69,6 +69,15 @@ def test_one_round_of_the_loop(tmp_path, runner, hitl_resources):
     assert metrics.loc[metrics.level == "overall", "images"].iloc[0] == 10
     assert row["images"] == 10 and row["model_version"] == str(registry.champion_version().version)
 
+    # People can move the champion by hand; every change is recorded.
+    registry.promote("1", "test: back to the bootstrap", actor="tester")
+    assert registry.promote("2", "test: forward again", actor="tester") == "1"
+    assert registry.rollback("test: v2 looked wrong", actor="tester") == ("2", "1")
+    assert str(registry.champion_version().version) == "1"
+    assert client.get_model_version(registry.model_name, "2").tags["rolled_back"] == "true"
+    history = registry.champion_history()
+    assert [h["action"] for h in history[:3]] == ["rollback", "promote", "promote"] and history[0]["actor"] == "tester"
+
     # Every asset check that ran passed or warned, none errored.
     for run in runner.instance.get_runs():
         assert run.is_success
