@@ -99,6 +99,99 @@ def demo(rounds: int, images_per_round: int, seed: int, keep: bool, fast: bool) 
     click.echo(f"Published:    {home / 'objects' / 'published'}")
 
 
+@main.command()
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Your labelled images.")
+@click.option("--masks", "masks_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Their ground-truth masks, same base names.")
+@click.option("--rounds", default=3, show_default=True, help="The images are split into this many batches, one per round.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="JSON file for the per-round results.")
+@click.option("--catalog", "catalog_csv", default=None, type=click.Path(exists=True, dir_okay=False), help="Optional CSV with file,sku,category.")
+@click.option("--seed", default=0, show_default=True, help="Seed for the split into rounds and for the replayed reviewer.")
+@click.option("--error-rate", default=0.0, show_default=True, help="Share of decisions the replayed reviewer gets wrong.")
+@click.option("--keep/--fresh", default=False, help="Keep an existing HITL_HOME (default: start from nothing).")
+@click.option("--fast", is_flag=True, help="Tiny training budget, for tests: the loop runs but learns little.")
+def replay(images_dir: str, masks_dir: str, rounds: int, out_file: str, catalog_csv: str | None, seed: int, error_rate: float, keep: bool, fast: bool) -> None:
+    """Run the loop on your own labelled images, with the replayed reviewer, round after round."""
+    import random
+    import tempfile
+
+    home = Path(os.environ.get("HITL_HOME", ".hitl")).resolve()
+    if not keep and home.exists():
+        shutil.rmtree(home)
+    home = prepare_environment()
+    import dagster as dg
+
+    from hitl_assets.definitions import defs
+    from hitl_assets.loop import LoopRunner, ensure_champion, format_table, run_round
+    from ml.reviewer import ReplayConfig
+
+    files = sorted(p for p in Path(images_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+    if len(files) < rounds:
+        raise click.UsageError(f"{images_dir} holds {len(files)} file(s): too few for {rounds} rounds")
+    random.Random(seed).shuffle(files)
+    runner = LoopRunner(defs, dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(fast)})
+    click.echo(f"HITL_HOME={home}: {len(files)} images in {rounds} rounds")
+    ensure_champion(runner)
+    rows = []
+    with tempfile.TemporaryDirectory() as staging:
+        for round_number in range(1, rounds + 1):
+            chunk = files[round_number - 1 :: rounds]
+            folder = Path(staging) / f"round-{round_number}"
+            folder.mkdir()
+            for path in chunk:
+                shutil.copy(path, folder / path.name)
+            row = run_round(runner, round_number, f"replay-round-{round_number}", folder, Path(masks_dir), Path(catalog_csv) if catalog_csv else None, ReplayConfig(seed=seed + round_number, error_rate=error_rate))
+            rows.append({k: row[k] for k in ("round", "gold_iou", "automation_rate", "correction_rate", "fn_rate", "model_version")})
+            click.echo(json.dumps(rows[-1]))
+    Path(out_file).write_text(json.dumps(rows, indent=2))
+    click.echo(format_table(rows, ["round", "gold_iou", "automation_rate", "correction_rate", "fn_rate", "model_version"]))
+    click.echo(f"wrote {out_file}")
+
+
+@main.command()
+@click.argument("version")
+@click.option("--reason", default="promoted by hand", show_default=True, help="Why: recorded with the change.")
+def promote(version: str, reason: str) -> None:
+    """Make VERSION the champion (recorded in the registry with who and why)."""
+    prepare_environment()
+    from resources import ModelRegistry
+
+    previous = ModelRegistry.from_env().promote(version, reason, actor=_actor())
+    click.echo(f"champion: v{version} (was v{previous or 'none'})")
+
+
+@main.command()
+@click.option("--reason", default="rolled back by hand", show_default=True, help="Why: recorded with the change.")
+def rollback(reason: str) -> None:
+    """Give the champion alias back to the version the current champion replaced (recorded)."""
+    prepare_environment()
+    from resources import ModelRegistry
+
+    try:
+        was, now = ModelRegistry.from_env().rollback(reason, actor=_actor())
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"champion: v{now} (rolled back from v{was})")
+
+
+@main.command()
+def models() -> None:
+    """Registered model versions: gold IoU, promotion outcome and reason, and which is champion."""
+    prepare_environment()
+    from resources import ModelRegistry
+
+    registry = ModelRegistry.from_env()
+    champion = registry.champion_version()
+    versions = registry.client().search_model_versions(f"name='{registry.model_name}'")
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        tags = version.tags or {}
+        marker = "*" if champion is not None and str(champion.version) == str(version.version) else " "
+        click.echo(f"{marker} v{version.version:<4} gold_iou={tags.get('gold_iou', '?'):<9} {tags.get('promotion', '?'):<9} {tags.get('promotion_reason', '')}")
+
+
+def _actor() -> str:
+    return os.environ.get("HITL_ACTOR") or os.environ.get("USER") or "unknown"
+
+
 @main.command("replay-reviewer")
 @click.option("--masks", "masks_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Ground-truth masks, named like the images.")
 @click.option("--batch", default=None, help="Only this batch's tasks (default: every open task).")
