@@ -39,7 +39,7 @@ def main() -> None:
     prepare_environment()
     import dagster as dg
 
-    from hitl_assets.definitions import defs
+    from hitl_assets.definitions import build_definitions
     from hitl_assets.loop import LoopRunner, ensure_champion, run_round
     from ml.imageio import decode_mask
     from ml.metrics import automation_at_fn, mask_iou
@@ -47,7 +47,7 @@ def main() -> None:
     from ml.synthetic import write_catalog
     from resources.tables import read_table
 
-    runner = LoopRunner(defs, dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(args.fast)})
+    runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(args.fast)})
     store = runner.resource("object_store")
     threshold = ReplayConfig().iou_threshold
     started = time.perf_counter()

@@ -68,13 +68,13 @@ def demo(rounds: int, images_per_round: int, seed: int, keep: bool, fast: bool) 
     home = prepare_environment()
     import dagster as dg
 
-    from hitl_assets.definitions import defs
+    from hitl_assets.definitions import build_definitions
     from hitl_assets.loop import LoopRunner, ensure_champion, format_table, run_round
     from ml.reviewer import ReplayConfig
     from ml.synthetic import write_catalog
 
     started = time.perf_counter()
-    runner = LoopRunner(defs, dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(fast)})
+    runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(fast)})
     click.echo(f"HITL_HOME={home}")
     click.echo("bootstrapping the first champion on the synthetic catalog (retrain_job) ...")
     ensure_champion(runner)
@@ -120,7 +120,7 @@ def replay(images_dir: str, masks_dir: str, rounds: int, out_file: str, catalog_
     home = prepare_environment()
     import dagster as dg
 
-    from hitl_assets.definitions import defs
+    from hitl_assets.definitions import build_definitions
     from hitl_assets.loop import LoopRunner, ensure_champion, format_table, run_round
     from ml.reviewer import ReplayConfig
 
@@ -128,7 +128,7 @@ def replay(images_dir: str, masks_dir: str, rounds: int, out_file: str, catalog_
     if len(files) < rounds:
         raise click.UsageError(f"{images_dir} holds {len(files)} file(s): too few for {rounds} rounds")
     random.Random(seed).shuffle(files)
-    runner = LoopRunner(defs, dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(fast)})
+    runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(fast)})
     click.echo(f"HITL_HOME={home}: {len(files)} images in {rounds} rounds")
     ensure_champion(runner)
     rows = []

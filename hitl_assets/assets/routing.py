@@ -4,8 +4,11 @@ import dagster as dg
 import pandas as pd
 
 from hitl_assets.partitions import batches
+from hitl_assets.rescore import mark_rescored
 from ml.policy import route
+from resources.object_store import ObjectStore
 from resources.policy import TolerancePolicy
+from resources.tables import read_table
 
 
 def review_task_rows(batch: str, queue: pd.DataFrame) -> list[dict]:
@@ -45,10 +48,14 @@ def review_task_rows(batch: str, queue: pd.DataFrame) -> list[dict]:
     group_name="routing",
     check_specs=[dg.AssetCheckSpec("every_item_routed", asset="review_queue", description="Each AI output got a route, escalations carry reason codes, and the policy version is recorded.")],
 )
-def review_queue(context: dg.AssetExecutionContext, ai_outputs: pd.DataFrame, tolerance_policy: TolerancePolicy):
+def review_queue(context: dg.AssetExecutionContext, ai_outputs: pd.DataFrame, tolerance_policy: TolerancePolicy, object_store: ObjectStore):
     """Auto-approve or escalate each image under the YAML tolerance policy; audit and double-review samples chosen here."""
     policy = tolerance_policy.load()
-    queue = route(ai_outputs, policy)
+    try:  # a re-run after a new champion: what the previous model escalated and this one does not is 'rescored'
+        previous = read_table(object_store, "review_queue", context.partition_key)
+    except FileNotFoundError:
+        previous = None
+    queue = mark_rescored(previous, route(ai_outputs, policy))
     escalated = queue["route"] == "escalate"
     reasons = queue.loc[escalated, "reasons"].str.split(";").explode().value_counts()
     yield dg.Output(
@@ -62,6 +69,7 @@ def review_queue(context: dg.AssetExecutionContext, ai_outputs: pd.DataFrame, to
             "automation_rate": float((~escalated).mean()) if len(queue) else 0.0,
             "audit_items": int(queue["audit"].sum()),
             "double_review_items": int(queue["double_review"].sum()),
+            "rescored": int(queue["rescored"].sum()),
             "escalation_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
         },
     )

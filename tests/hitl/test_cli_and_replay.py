@@ -39,3 +39,22 @@ def test_replayed_reviewer_approves_good_masks_and_corrects_bad_ones(tmp_path, o
         truth = decode_mask((tmp_path / "cat" / "masks" / row.file).read_bytes())
         assert (decode_mask(object_store.get_bytes(row.corrected_mask_key)) == truth).all()
         assert row.failure_mode == "missing_part" and row.seconds > 0
+
+
+def test_hitl_replay_runs_rounds_on_labelled_images(tmp_path, monkeypatch):
+    import json
+
+    write_catalog(tmp_path / "labelled", 8, seed=21, max_side=128)
+    monkeypatch.setenv("HITL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster_home"))
+    out = tmp_path / "replay.json"
+    result = CliRunner().invoke(main, [
+        "replay", "--images", str(tmp_path / "labelled" / "images"), "--masks", str(tmp_path / "labelled" / "masks"),
+        "--catalog", str(tmp_path / "labelled" / "catalog.csv"), "--rounds", "2", "--out", str(out), "--fast",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [r["round"] for r in rows] == [1, 2]
+    assert set(rows[0]) == {"round", "gold_iou", "automation_rate", "correction_rate", "fn_rate", "model_version"}
+    assert all(0.0 <= r["gold_iou"] <= 1.0 for r in rows)
+    assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
