@@ -74,16 +74,21 @@ def review_task_sensor(context: dg.SensorEvaluationContext, object_store: Object
 
 def close_settled_tasks(review_store: ReviewStore, batch: str, queue) -> int:
     """Open tasks whose image no longer needs a person (re-scored within tolerance by a new champion) are closed."""
-    needs = set(queue.loc[(queue["route"] == "escalate") | queue["audit"].astype(bool), "image_id"])
+    needs = set(queue.loc[(queue["route"] == "escalate") | queue["audit"].astype(bool) | gold_checks(queue), "image_id"])
     waiting = review_store.tasks(batch=batch)
     waiting = waiting[waiting["status"].isin(["open", "claimed"]) & ~waiting["image_id"].isin(needs)]
     return review_store.close_tasks(waiting["id"].tolist(), "rescored") if len(waiting) else 0
 
 
+def gold_checks(queue):
+    """Items given a hidden gold check (known truth), as a boolean Series; none in queues routed before gold checks existed."""
+    return queue["gold"].astype(bool) if "gold" in queue.columns else queue["image_id"].isna() & False
+
+
 def expected_task_count(queue) -> int:
-    """How many review tasks a routed batch should have (escalations and audits, two for double review)."""
+    """How many review tasks a routed batch should have (escalations and audits, two for double review, plus gold checks)."""
     needs = (queue["route"] == "escalate") | queue["audit"].astype(bool)
-    return int((needs.astype(int) * (1 + queue["double_review"].astype(int))).sum())
+    return int((needs.astype(int) * (1 + queue["double_review"].astype(int))).sum() + gold_checks(queue).sum())
 
 
 @dg.sensor(job=review_complete_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -28,7 +28,12 @@ def gold_share(image_ids: pd.Series) -> pd.Series:
 
 
 def dataset_items(decisions: pd.DataFrame) -> pd.DataFrame:
-    """One row per image a human looked at and did not reject; the mask is the correction or the verified AI mask."""
+    """One row per image a human looked at and did not reject; the mask is the correction or the verified AI mask.
+
+    Hidden gold checks are left out: their truth is already in the dataset.
+    """
+    if "kind" in decisions.columns:
+        decisions = decisions[decisions["kind"] != "gold"]
     if decisions.empty:
         return pd.DataFrame(columns=["image_id", "batch", "sku", "category", "file", "image_key", "mask_key", "source", "event_id", "policy_version"])
     ordered = decisions.sort_values("event_id")

@@ -18,7 +18,10 @@ def final_status(queue: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
 
     Human decisions override the route; with two reviewers, any reject rejects and the latest
     correction supplies the mask. An image still waiting for a person is never approved.
+    Hidden gold checks score reviewers and never change an item's outcome.
     """
+    if "kind" in decisions.columns:
+        decisions = decisions[decisions["kind"] != "gold"]
     human = decisions.sort_values("event_id").groupby("image_id").agg(
         any_reject=("decision", lambda d: bool((d == "reject").any())),
         any_correct=("decision", lambda d: bool((d == "correct").any())),

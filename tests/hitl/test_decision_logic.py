@@ -79,3 +79,15 @@ def test_loop_metrics_match_hand_counts():
 def test_publish_key_is_safe():
     assert publish_key("b1", "../../etc/passwd", "abc") == "published/b1/etc_passwd__abc.jpg"
     assert publish_key("b1", "SKU 12/é", "abc") == "published/b1/SKU_12__abc.jpg"
+
+
+def test_gold_checks_never_change_an_outcome_and_people_always_count():
+    gold = decisions()
+    gold["kind"] = "escalation"
+    extra = gold.iloc[[0]].assign(image_id="auto", decision="reject", kind="gold", event_id=99)
+    status = final_status(queue(), pd.concat([gold, extra])).set_index("image_id")["final_status"]
+    assert status["auto"] == "approved_auto"  # the hidden gold check's verdict scores the reviewer only
+    assert "auto" not in set(dataset_items(pd.concat([gold, extra]))["image_id"])
+    rescored = queue()
+    rescored.loc[rescored.image_id == "esc_rej", "route"] = "auto_approve"  # a new champion is happy with it
+    assert final_status(rescored, gold).set_index("image_id").loc["esc_rej", "final_status"] == "rejected"
