@@ -213,5 +213,9 @@ def replay_reviewer(masks_dir: str, batch: str | None, iou_threshold: float, sec
         click.echo(f"no ground truth for {len(summary.missing_truth)} image(s), rejected: {', '.join(summary.missing_truth[:10])}", err=True)
 
 
+from hitl_assets.policy_cli import policy  # noqa: E402
+main.add_command(policy)
+
+
 if __name__ == "__main__":
     sys.exit(main())

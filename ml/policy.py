@@ -6,7 +6,7 @@ which thresholds produced it, and any edit to any value yields a new version.
 
 :func:`route` applies a policy to a DataFrame of per-image quality signals, fully
 vectorised (per-category thresholds are gathered by category code, reason codes are a
-bit-set looked up in a 64-entry table), and draws the audit and double-review samples from
+bit-set looked up in a table of every reason set), and draws the audit and double-review samples from
 a stable hash of the image id, so re-running the same batch gives the same decisions.
 No Dagster import here.
 """
@@ -38,6 +38,10 @@ __all__ = [
     "SIGNAL_COLUMNS",
     "route",
     "sample_uniform",
+    "FITTABLE_THRESHOLDS",
+    "PROBABILITY_COLUMN",
+    "policy_yaml",
+    "effective_thresholds",
 ]
 
 REASON_CODES = (
@@ -47,6 +51,7 @@ REASON_CODES = (
     "area_too_large",
     "fragmented_mask",
     "colour_off_standard",
+    "likely_needs_correction",
 )
 SIGNAL_COLUMNS = (
     "image_id",
@@ -57,6 +62,10 @@ SIGNAL_COLUMNS = (
     "connected_components",
     "colour_distance",
 )
+# Optional signal: the calibrated probability that an output needs a human correction
+# (ai_outputs adds it when the champion has a calibrator). Its threshold applies only when set
+# in the policy AND the column is present in the routed frame.
+PROBABILITY_COLUMN = "needs_correction_probability"
 AUTO_APPROVE = "auto_approve"
 ESCALATE = "escalate"
 
@@ -81,6 +90,11 @@ class Thresholds(BaseModel):
     max_area_fraction: float = Field(ge=0, le=1, description="largest plausible mask area / image area")
     max_components: int = Field(ge=1, description="most connected components a clean mask may have")
     max_colour_distance: float = Field(ge=0, description="largest colour distance (Delta E) to the brand standard")
+    max_needs_correction_probability: float | None = Field(
+        default=None, ge=0, le=1,
+        description="highest acceptable calibrated probability that a human must correct the output "
+        "(applied only when ai_outputs carries needs_correction_probability; unset: not used)",
+    )
 
     @model_validator(mode="after")
     def _area_range(self) -> "Thresholds":
@@ -103,6 +117,7 @@ class ThresholdOverrides(BaseModel):
     max_area_fraction: float | None = Field(default=None, ge=0, le=1)
     max_components: int | None = Field(default=None, ge=1)
     max_colour_distance: float | None = Field(default=None, ge=0)
+    max_needs_correction_probability: float | None = Field(default=None, ge=0, le=1)
 
 
 class ReviewSettings(BaseModel):
@@ -127,6 +142,11 @@ class Policy(BaseModel):
     known_categories: list[str] = Field(min_length=1)
     audit_rate: float = Field(ge=0, le=1)
     double_review_rate: float = Field(ge=0, le=1)
+    gold_check_rate: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of items with a known truth mask (gold items from earlier reviews) that the policy "
+        "would auto-approve unseen and that get a hidden 'gold' review task to score reviewers",
+    )
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     failure_modes: list[str] = Field(min_length=1)
 
@@ -156,8 +176,13 @@ class Policy(BaseModel):
 
     @property
     def version(self) -> str:
-        """Content hash: sha256 of the canonical JSON of the policy, first 12 hex digits."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Content hash: sha256 of the canonical JSON of the policy, first 12 hex digits.
+
+        Fields added after the first release (``gold_check_rate``,
+        ``max_needs_correction_probability``) enter the hash only when set away from their
+        defaults, so a policy file that does not use them keeps the version it always had.
+        """
+        canonical = json.dumps(_canonical(self.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
     def thresholds_for(self, category: str) -> Thresholds:
@@ -166,6 +191,19 @@ class Policy(BaseModel):
         if overrides is None:
             return self.defaults
         return self.defaults.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+# Fields added later and their defaults: left out of the canonical form while at the default.
+_LATER_POLICY_FIELDS = {"gold_check_rate": 0.0}
+_LATER_THRESHOLD_FIELDS = {"max_needs_correction_probability": None}
+
+
+def _canonical(dumped: dict) -> dict:
+    out = {k: v for k, v in dumped.items() if not (k in _LATER_POLICY_FIELDS and v == _LATER_POLICY_FIELDS[k])}
+    strip = lambda t: {k: v for k, v in t.items() if not (k in _LATER_THRESHOLD_FIELDS and v == _LATER_THRESHOLD_FIELDS[k])}  # noqa: E731
+    out["defaults"] = strip(out["defaults"])
+    out["categories"] = {name: strip(overrides) for name, overrides in out["categories"].items()}
+    return out
 
 
 class PolicyError(ValueError):
@@ -243,7 +281,7 @@ def default_policy_path() -> Path:
 # ----------------------------------------------------------------------------- routing
 
 _THRESHOLD_FIELDS = tuple(Thresholds.model_fields)
-# 64 possible reason sets -> their ";"-joined string
+# every possible reason set (2 ** len(REASON_CODES)) -> its ";"-joined string
 _REASON_STRINGS = np.array(
     [";".join(code for bit, code in enumerate(REASON_CODES) if mask >> bit & 1) for mask in range(1 << len(REASON_CODES))],
     dtype=object,
@@ -281,6 +319,18 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
         raise ValueError(f"signal column {column!r} must be numeric: {exc}") from None
 
 
+def _as_float(value: float | int | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _probability_broken(frame: pd.DataFrame, limit: np.ndarray) -> np.ndarray:
+    """``likely_needs_correction``: only where a limit is set (not NaN) and the column exists."""
+    if PROBABILITY_COLUMN not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    probability = _numeric(frame, PROBABILITY_COLUMN)
+    return ~np.isnan(limit) & ~(probability <= limit)
+
+
 def route(signals: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     """Apply ``policy`` to per-image quality signals.
 
@@ -297,6 +347,9 @@ def route(signals: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     * ``policy_version``: :attr:`Policy.version`.
 
     Categories without overrides, and categories the policy does not know, use the defaults.
+    ``max_needs_correction_probability`` (reason ``likely_needs_correction``) is applied only
+    where a category's thresholds set it and ``signals`` has a ``needs_correction_probability``
+    column; there, a missing probability breaks it like any other missing signal.
     """
     missing = [c for c in SIGNAL_COLUMNS if c not in signals.columns]
     if missing:
@@ -307,8 +360,8 @@ def route(signals: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     # per-category thresholds: one row per distinct category, gathered by category code
     codes, uniques = pd.factorize(out["category"], use_na_sentinel=True)
     table = np.array(
-        [[float(getattr(policy.thresholds_for(str(c)), f)) for f in _THRESHOLD_FIELDS] for c in uniques]
-        + [[float(getattr(policy.defaults, f)) for f in _THRESHOLD_FIELDS]],  # last row: missing category
+        [[_as_float(getattr(policy.thresholds_for(str(c)), f)) for f in _THRESHOLD_FIELDS] for c in uniques]
+        + [[_as_float(getattr(policy.defaults, f)) for f in _THRESHOLD_FIELDS]],  # last row: missing category
         dtype=np.float64,
     )
     codes = np.where(codes < 0, len(uniques), codes)
@@ -328,6 +381,7 @@ def route(signals: pd.DataFrame, policy: Policy) -> pd.DataFrame:
         ~(area <= thr["max_area_fraction"]),
         ~(components <= thr["max_components"]),
         ~(colour <= thr["max_colour_distance"]),
+        _probability_broken(out, thr["max_needs_correction_probability"]),
     )
     bits = np.zeros(n, dtype=np.int64)
     for bit, flags in enumerate(broken):
@@ -344,3 +398,39 @@ def route(signals: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     out["double_review"] = double_review
     out["policy_version"] = policy.version
     return out
+
+
+# ----------------------------------------------------------------------------- fitting and writing
+
+# Thresholds that ``hitl policy fit`` can fit from review history: field -> (signal column, direction).
+# "min": an item passes when signal >= threshold; "max": when signal <= threshold.
+FITTABLE_THRESHOLDS: dict[str, tuple[str, str]] = {
+    "min_confidence": ("confidence", "min"),
+    "max_boundary_uncertainty": ("boundary_uncertainty", "max"),
+    "min_area_fraction": ("mask_area_fraction", "min"),
+    "max_area_fraction": ("mask_area_fraction", "max"),
+    "max_components": ("connected_components", "max"),
+    "max_colour_distance": ("colour_distance", "max"),
+    "max_needs_correction_probability": (PROBABILITY_COLUMN, "max"),
+}
+
+
+def effective_thresholds(policy: Policy) -> pd.DataFrame:
+    """One row per known category (and ``*`` for the defaults): the thresholds that apply, merged."""
+    rows = [{"category": "*", **policy.defaults.model_dump()}]
+    rows += [{"category": c, **policy.thresholds_for(c).model_dump()} for c in policy.known_categories]
+    return pd.DataFrame(rows)
+
+
+def policy_yaml(policy: Policy, header: str = "") -> str:
+    """The policy as YAML that :func:`parse_policy` reads back to the same version.
+
+    ``header`` (any text) is written first as ``#`` comment lines; unset optional fields are left out.
+    """
+    body = policy.model_dump(mode="json", exclude_none=True)
+    for key, default in _LATER_POLICY_FIELDS.items():
+        if body.get(key) == default:
+            body.pop(key)
+    text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) if header else ""
+    return comment + text

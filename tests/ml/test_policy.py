@@ -275,3 +275,48 @@ def test_route_one_million_rows(default_policy):
           f"({(out['route'] == 'escalate').mean():.1%} escalated, {out['audit'].sum():,} audits, "
           f"{out['double_review'].sum():,} double reviews)")
     assert len(out) == 1_000_000
+
+
+# ----------------------------------------------------------------------------- optional thresholds, writing
+
+
+def test_needs_correction_probability_threshold(default_raw):
+    raw = {**default_raw, "categories": {**default_raw["categories"], "shoe": {"max_needs_correction_probability": 0.1}}}
+    policy = parse_policy(yaml.safe_dump(raw))
+    rows = [_row("shoe-ok", "shoe"), _row("shoe-risky", "shoe"), _row("shoe-missing", "shoe"), _row("bag-risky", "bag")]
+    frame = pd.DataFrame(rows)
+    # no probability column: the threshold is not applied
+    assert (route(frame, policy)["route"] == "auto_approve").all()
+    frame["needs_correction_probability"] = [0.05, 0.4, np.nan, 0.9]
+    out = route(frame, policy).set_index("image_id")
+    assert out["reasons"].to_dict() == {
+        "shoe-ok": "", "shoe-risky": "likely_needs_correction",
+        "shoe-missing": "likely_needs_correction",  # a missing probability breaks a threshold that is set
+        "bag-risky": "",  # bag has no probability threshold
+    }
+    assert "likely_needs_correction" in REASON_CODES
+    bad = {**default_raw, "defaults": {**default_raw["defaults"], "max_needs_correction_probability": 1.5}}
+    assert "defaults.max_needs_correction_probability:" in str(_problem(bad))
+    assert "gold_check_rate:" in str(_problem({**default_raw, "gold_check_rate": 2}))
+
+
+def test_new_fields_keep_old_versions(default_raw):
+    # The default policy as it was before gold_check_rate and the probability threshold existed:
+    # its version, recorded by earlier routing runs, is unchanged.
+    before = {k: v for k, v in default_raw.items() if k != "gold_check_rate"}
+    assert parse_policy(yaml.safe_dump(before)).version == "128150415b74"
+    assert parse_policy(yaml.safe_dump({**before, "gold_check_rate": 0.0})).version == "128150415b74"
+    assert parse_policy(yaml.safe_dump({**before, "gold_check_rate": 0.5})).version != "128150415b74"
+    with_probability = {**before, "defaults": {**before["defaults"], "max_needs_correction_probability": 0.2}}
+    assert parse_policy(yaml.safe_dump(with_probability)).version != "128150415b74"
+
+
+def test_policy_yaml_round_trips(default_policy):
+    from ml.policy import effective_thresholds, policy_yaml
+
+    text = policy_yaml(default_policy, "fitted by a test\nsecond line")
+    assert text.startswith("# fitted by a test\n# second line\n")
+    again = parse_policy(text)
+    assert again == default_policy and again.version == default_policy.version
+    table = effective_thresholds(default_policy).set_index("category")
+    assert table.loc["bottle", "min_confidence"] == 0.80 and table.loc["*", "min_confidence"] == 0.85
