@@ -53,12 +53,12 @@ class Calibrator:
         return cls(**data)
 
 
-def fit_calibrator(signals: pd.DataFrame, needs_correction: np.ndarray, min_samples: int = 20) -> Calibrator | None:
-    """Fit on reviewed items; None when there are too few, or only one outcome, to fit anything honest."""
+def fit_calibrator(signals: pd.DataFrame, needs_correction: np.ndarray, min_samples: int = 20, min_per_outcome: int = 5) -> Calibrator | None:
+    """Fit on reviewed items; None when there are too few items, or too few of either outcome, to fit anything honest."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(needs_correction, dtype=int)
-    if len(labels) < min_samples or labels.min() == labels.max():
+    if len(labels) < min_samples or min(int(labels.sum()), int(len(labels) - labels.sum())) < min_per_outcome:
         return None
     x = feature_matrix(signals)
     mean, scale = x.mean(axis=0), x.std(axis=0)
@@ -78,7 +78,7 @@ def cross_validated_probabilities(signals: pd.DataFrame, needs_correction: np.nd
     for fold in range(folds):
         held = order[fold::folds]
         train = np.setdiff1d(order, held)
-        calibrator = fit_calibrator(signals.iloc[train], labels[train], min_samples=10)
+        calibrator = fit_calibrator(signals.iloc[train], labels[train], min_samples=10, min_per_outcome=2)
         out[held] = calibrator.predict(signals.iloc[held]) if calibrator else labels[train].mean() if len(train) else np.nan
     return out
 

@@ -38,6 +38,9 @@ def test_too_little_or_one_sided_history_gives_no_calibrator():
     assert fit_calibrator(frame, needs) is None
     frame, _ = history(100)
     assert fit_calibrator(frame, np.zeros(100, dtype=bool)) is None
+    nearly_all = np.ones(100, dtype=bool)
+    nearly_all[:2] = False  # two items that needed no correction are not enough to say which ones will not
+    assert fit_calibrator(frame, nearly_all) is None
 
 
 def test_reliability_curve_known_values():
