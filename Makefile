@@ -40,4 +40,16 @@ mlflow: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(HITL_HOME)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
+	test ! -d $(HITL_HOME)/stack || VENV=$(VENV) bash scripts/stack.sh down
 	rm -rf $(HITL_HOME) .pytest_cache
+
+.PHONY: stack stack-down
+
+## stack: the production-like stack on loopback: PostgreSQL, S3-compatible server (moto), MLflow server
+## (127.0.0.1:5000), Dagster webserver (127.0.0.1:3000) and daemon, instance on PostgreSQL (scripts/stack.sh)
+stack: $(STAMP)
+	VENV=$(VENV) bash scripts/stack.sh up
+
+## stack-down: stop everything `make stack` started (the next `make stack` starts empty: moto is in memory)
+stack-down:
+	VENV=$(VENV) bash scripts/stack.sh down

@@ -26,6 +26,16 @@ def prepare_environment() -> Path:
     return home
 
 
+def clear_home(home: Path) -> None:
+    """Start from nothing, except a running production-like stack's own folder (``make stack``)."""
+    if not home.exists():
+        return
+    for child in home.iterdir():
+        if child.name == "stack":
+            continue
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
 @click.group()
 def main() -> None:
     """Human-in-the-loop product imagery: AI cut-outs, tolerance routing, review, retraining."""
@@ -63,8 +73,8 @@ def demo_training_config(fast: bool) -> dict:
 def demo(rounds: int, images_per_round: int, seed: int, keep: bool, fast: bool) -> None:
     """Seed a synthetic catalog into the inbox and run the loop through Dagster, round after round."""
     home = Path(os.environ.get("HITL_HOME", ".hitl")).resolve()
-    if not keep and home.exists():
-        shutil.rmtree(home)
+    if not keep:
+        clear_home(home)
     home = prepare_environment()
     import dagster as dg
 
@@ -115,8 +125,8 @@ def replay(images_dir: str, masks_dir: str, rounds: int, out_file: str, catalog_
     import tempfile
 
     home = Path(os.environ.get("HITL_HOME", ".hitl")).resolve()
-    if not keep and home.exists():
-        shutil.rmtree(home)
+    if not keep:
+        clear_home(home)
     home = prepare_environment()
     import dagster as dg
 

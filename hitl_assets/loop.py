@@ -7,7 +7,6 @@ so it all shows up in the Dagster UI afterwards, exactly as if the daemon had do
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +135,3 @@ def format_table(rows: list[dict], columns: list[str] = DEMO_COLUMNS) -> str:
     """The per-round summary as a plain text table."""
     frame = pd.DataFrame(rows)[columns]
     return frame.to_string(index=False)
-
-
-def reset_home(home: Path) -> None:
-    """Remove a previous demo's state so a demo always starts from nothing."""
-    if home.exists():
-        shutil.rmtree(home)

@@ -50,7 +50,9 @@ class ModelRegistry(dg.ConfigurableResource):
 
     def _artifact_uri(self) -> str:
         # A bare relative path would land wherever the process happens to run; pin it.
-        if "://" in self.artifact_location:
+        from urllib.parse import urlparse
+
+        if len(urlparse(self.artifact_location).scheme) > 1:  # s3://, file://, mlflow-artifacts:/ (not C:\)
             return self.artifact_location
         return Path(self.artifact_location).resolve().as_uri()
 

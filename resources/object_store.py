@@ -1,10 +1,20 @@
-"""Object store for images, masks, composites and tables: a local directory or S3 (boto3)."""
+"""Object store for images, masks, composites and tables: a local directory or S3 (boto3).
+
+On S3 (or any S3-compatible server through ``endpoint_url``) every request goes through botocore's
+``standard`` retry mode: throttling, 5xx answers and dropped connections are retried with
+exponential backoff and jitter, up to ``max_attempts`` attempts. Objects from
+``multipart_threshold`` bytes up are uploaded in parts (boto3's managed transfer), so a large
+upload survives a failed part and never holds the whole object in one request.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +57,9 @@ class ObjectStore(dg.ConfigurableResource):
     prefix: str = ""
     endpoint_url: str = ""
     region_name: str = ""
+    max_attempts: int = 10  # attempts per request, the first included (botocore's total_max_attempts)
+    multipart_threshold: int = 8 * 1024 * 1024
+    multipart_chunksize: int = 8 * 1024 * 1024
 
     _client = PrivateAttr(default=None)
 
@@ -60,6 +73,7 @@ class ObjectStore(dg.ConfigurableResource):
             prefix=os.environ.get("HITL_S3_PREFIX", ""),
             endpoint_url=os.environ.get("HITL_S3_ENDPOINT_URL", ""),
             region_name=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "")),
+            max_attempts=int(os.environ.get("HITL_S3_MAX_ATTEMPTS", "10")),
         )
 
     # -- backend helpers ------------------------------------------------------------------
@@ -81,14 +95,27 @@ class ObjectStore(dg.ConfigurableResource):
             import boto3
             from botocore.config import Config
 
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint_url or None,
-                region_name=self.region_name or None,
-                # Transient errors (throttling, dropped connections) are retried with backoff.
-                config=Config(retries={"max_attempts": 8, "mode": "adaptive"}),
+            config = Config(
+                # Throttling, 500/502/503/504 and connection errors: retried with exponential backoff and jitter.
+                retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=120,
+                max_pool_connections=16,
+                # S3-compatible servers (MinIO, Ceph, moto) are addressed by path, not by bucket sub-domain.
+                s3={"addressing_style": "path"} if self.endpoint_url else None,
+            )
+            # A session of its own: boto3's default session is not safe to share between threads.
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url or None, region_name=self.region_name or None, config=config
             )
         return self._client
+
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=self.multipart_threshold, multipart_chunksize=self.multipart_chunksize, max_concurrency=4
+        )
 
     def _s3_key(self, key: str) -> str:
         key = validate_key(key)
@@ -106,7 +133,10 @@ class ObjectStore(dg.ConfigurableResource):
         """Store ``data`` under ``key`` atomically (readers never see a partial object)."""
         if self.is_s3:
             extra = {"ContentType": content_type} if content_type else {}
-            self._s3().put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **extra)
+            if len(data) >= self.multipart_threshold:
+                self._s3().upload_fileobj(io.BytesIO(data), self.bucket, self._s3_key(key), ExtraArgs=extra, Config=self._transfer_config())
+            else:
+                self._s3().put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **extra)
             return key
         path = self.local_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,14 +150,41 @@ class ObjectStore(dg.ConfigurableResource):
             raise
         return key
 
+    def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> str:
+        """Store the file at ``path`` under ``key``, streamed from disk (in parts above ``multipart_threshold``)."""
+        if self.is_s3:
+            extra = {"ContentType": content_type} if content_type else {}
+            self._s3().upload_file(os.fspath(path), self.bucket, self._s3_key(key), ExtraArgs=extra, Config=self._transfer_config())
+            return key
+        target = self.local_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle, open(path, "rb") as source:
+                shutil.copyfileobj(source, handle, 1024 * 1024)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return key
+
     def get_bytes(self, key: str) -> bytes:
         """Read the object stored under ``key``; FileNotFoundError naming the key when absent."""
         if self.is_s3:
+            from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
             client = self._s3()
-            try:
-                return client.get_object(Bucket=self.bucket, Key=self._s3_key(key))["Body"].read()
-            except client.exceptions.NoSuchKey as err:
-                raise FileNotFoundError(f"object {key!r} not found in {self.describe()}") from err
+            # botocore retries the request, not the reading of its body: a connection that drops
+            # mid-body is retried here, a few times with backoff.
+            for attempt in range(4):
+                try:
+                    return client.get_object(Bucket=self.bucket, Key=self._s3_key(key))["Body"].read()
+                except client.exceptions.NoSuchKey as err:
+                    raise FileNotFoundError(f"object {key!r} not found in {self.describe()}") from err
+                except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError):
+                    if attempt == 3:
+                        raise
+                    time.sleep(0.5 * 2**attempt)
         path = self.local_path(key)
         try:
             return path.read_bytes()
@@ -137,11 +194,12 @@ class ObjectStore(dg.ConfigurableResource):
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
         if self.is_s3:
-            client = self._s3()
+            from botocore.exceptions import ClientError
+
             try:
-                client.head_object(Bucket=self.bucket, Key=self._s3_key(key))
+                self._s3().head_object(Bucket=self.bucket, Key=self._s3_key(key))
                 return True
-            except client.exceptions.ClientError as err:
+            except ClientError as err:
                 if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                     return False
                 raise
@@ -163,10 +221,14 @@ class ObjectStore(dg.ConfigurableResource):
         prefix = validate_key(prefix).rstrip("/") + "/"
         if self.is_s3:
             names: set[str] = set()
+            request_prefix = self._s3_key(prefix.rstrip("/")) + "/"
             paginator = self._s3().get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._s3_key(prefix.rstrip("/")) + "/", Delimiter="/"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=request_prefix, Delimiter="/"):
                 for common in page.get("CommonPrefixes", []):
-                    names.add(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+                    name = common["Prefix"][len(request_prefix) :].rstrip("/")
+                    # Like the local backend: no hidden folders, and only names a key can address.
+                    if name and "/" not in name and not name.startswith(".") and name not in ("..",):
+                        names.add(name)
             return sorted(names)
         base = Path(self.root) / prefix
         if not base.is_dir():
@@ -175,12 +237,7 @@ class ObjectStore(dg.ConfigurableResource):
 
     def _iter(self, prefix: str) -> Iterator[ObjectEntry]:
         if self.is_s3:
-            full = self._s3_key(prefix) if prefix else self.prefix.strip("/")
-            strip = len(self.prefix.strip("/")) + 1 if self.prefix.strip("/") else 0
-            paginator = self._s3().get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                for item in page.get("Contents", []):
-                    yield ObjectEntry(item["Key"][strip:], int(item["Size"]), item["LastModified"].timestamp())
+            yield from self._iter_s3(prefix)
             return
         root = Path(self.root)
         base = root / validate_key(prefix) if prefix else root
@@ -201,3 +258,39 @@ class ObjectStore(dg.ConfigurableResource):
                 except FileNotFoundError:  # vanished between listing and stat
                     continue
                 yield ObjectEntry(path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime)
+
+    def _iter_s3(self, prefix: str) -> Iterator[ObjectEntry]:
+        """S3 listing with the local backend's meaning: ``prefix`` is a path, not a string prefix.
+
+        ``list("published/b1/")`` never returns ``published/b10/...``; ``list("a/b")`` is the object
+        ``a/b`` or everything under the folder ``a/b/``. Folder markers (keys ending in ``/``), objects
+        under hidden folders and keys this store could not address (``a//b``, ``../x``) are left out.
+        """
+        base = self.prefix.strip("/")
+        strip = len(base) + 1 if base else 0
+        exact = None
+        if not prefix:
+            request_prefix = f"{base}/" if base else ""
+        elif prefix.endswith("/"):
+            request_prefix = self._s3_key(prefix) + "/"
+        else:
+            exact = self._s3_key(prefix)
+            request_prefix = exact
+        paginator = self._s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=request_prefix):
+            for item in page.get("Contents", []):
+                s3_key = item["Key"]
+                if exact is not None and s3_key != exact and not s3_key.startswith(exact + "/"):
+                    continue  # a sibling that merely shares the string prefix (b1 vs b10)
+                if s3_key.endswith("/"):
+                    continue
+                key = s3_key[strip:]
+                try:
+                    if validate_key(key) != key:
+                        continue
+                except InvalidKeyError:
+                    continue
+                below = s3_key[len(request_prefix) :].lstrip("/").split("/")[:-1]
+                if any(part.startswith(".") for part in below):
+                    continue
+                yield ObjectEntry(key, int(item["Size"]), item["LastModified"].timestamp())

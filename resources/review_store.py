@@ -1,9 +1,17 @@
-"""Review store: review tasks and append-only decision events (SQLAlchemy: SQLite or PostgreSQL)."""
+"""Review store: review tasks and append-only decision events (SQLAlchemy: SQLite or PostgreSQL).
+
+The schema is owned by Alembic (``resources/migrations/``): the store brings the database to the
+newest revision on first use, under a lock, so several processes starting at once (Dagster's
+multiprocess executor, the daemon's sensors, the review app) never race on DDL.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Iterable
 
 import dagster as dg
@@ -13,7 +21,15 @@ from pydantic import PrivateAttr
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 DECISIONS = ("approve", "reject", "correct")
-TASK_KINDS = ("escalation", "audit")
+TASK_KINDS = ("escalation", "audit", "gold")
+
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+# Its own version table: the review store may share a database with other Alembic users (MLflow).
+VERSION_TABLE = "review_alembic_version"
+# The first revision creates exactly the tables ``Base.metadata.create_all`` used to create.
+BASELINE_REVISION = "0001"
+# Key of the PostgreSQL advisory lock that serialises migrations (any constant bigint).
+_MIGRATION_LOCK_KEY = 7_151_962_840_113
 
 
 def utcnow() -> datetime:
@@ -76,6 +92,109 @@ class ReviewStoreError(ValueError):
     """A request the review store refuses (unknown task, bad decision, task not yours)."""
 
 
+def review_db_url_from_env() -> str:
+    """HITL_REVIEW_DB_URL, or the embedded SQLite file under HITL_HOME."""
+    home = os.environ.get("HITL_HOME", ".hitl")
+    return os.environ.get("HITL_REVIEW_DB_URL", f"sqlite:///{os.path.join(home, 'review.db')}")
+
+
+def engine_url(url: str) -> sa.URL:
+    """The SQLAlchemy URL to connect with.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; where only psycopg2 is installed (it
+    comes with dagster-postgres) such a URL is given the psycopg2 driver instead of failing.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def alembic_config():
+    """An Alembic ``Config`` for the review store's migrations (no ini file, no logging set-up)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+@functools.lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest revision of the schema."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    """The revision a database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def lock_for_migration(connection: sa.Connection) -> None:
+    """Begin the migration transaction holding a database-wide lock (released at commit or rollback).
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: ``BEGIN IMMEDIATE`` (the write lock, so a
+    second process waits up to the connection's timeout instead of failing on "table exists").
+    """
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    elif dialect == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _set_wal(cursor) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting out another connection's transaction.
+
+    Switching a new database file to WAL needs a moment of exclusive access, and SQLite answers
+    "database is locked" at once (no busy timeout) while another process holds a transaction, such
+    as a migration on first use. WAL is a property of the file: once any connection set it, it stays.
+    """
+    import sqlite3
+
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == 99:
+                raise
+            time.sleep(0.1)
+
+
+def upgrade_schema(engine: sa.Engine) -> tuple[str | None, str]:
+    """``alembic upgrade head`` on ``engine``'s database, safe to call from many processes at once.
+
+    A database made by ``create_all`` before migrations existed (tables, no version table) is
+    stamped with the baseline revision first. Returns (revision before, revision after).
+    """
+    from alembic import command
+
+    head = head_revision()
+    with engine.connect() as connection:
+        before = current_revision(connection)
+    if before == head:
+        return before, head
+    with engine.connect() as connection:
+        lock_for_migration(connection)
+        before = current_revision(connection)  # another process may have migrated meanwhile
+        if before != head:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            if before is None and sa.inspect(connection).has_table(ReviewTask.__tablename__):
+                command.stamp(config, BASELINE_REVISION)
+            command.upgrade(config, "head")
+        connection.commit()
+    return before, head
+
+
 class ReviewStore(dg.ConfigurableResource):
     """Tasks and decisions in a SQL database: a SQLite file by default, PostgreSQL by URL."""
 
@@ -86,8 +205,7 @@ class ReviewStore(dg.ConfigurableResource):
     @classmethod
     def from_env(cls) -> "ReviewStore":
         """Configure from HITL_REVIEW_DB_URL (default: a SQLite file under HITL_HOME)."""
-        home = os.environ.get("HITL_HOME", ".hitl")
-        return cls(url=os.environ.get("HITL_REVIEW_DB_URL", f"sqlite:///{os.path.join(home, 'review.db')}"))
+        return cls(url=review_db_url_from_env())
 
     def describe(self) -> str:
         """The database URL without its password, for logs and metadata."""
@@ -95,9 +213,9 @@ class ReviewStore(dg.ConfigurableResource):
 
     @property
     def engine(self) -> sa.Engine:
-        """The SQLAlchemy engine, created (with the schema) on first use."""
+        """The SQLAlchemy engine, created on first use, with the schema migrated to the newest revision."""
         if self._engine is None:
-            url = sa.engine.make_url(self.url)
+            url = engine_url(self.url)
             kwargs: dict = {"future": True}
             if url.get_backend_name() == "sqlite":
                 if url.database and url.database != ":memory:":
@@ -111,11 +229,13 @@ class ReviewStore(dg.ConfigurableResource):
                 @sa.event.listens_for(engine, "connect")
                 def _sqlite_pragmas(dbapi_connection, _record):  # WAL lets the app read while the pipeline writes
                     cursor = dbapi_connection.cursor()
-                    cursor.execute("PRAGMA journal_mode=WAL")
-                    cursor.execute("PRAGMA foreign_keys=ON")
-                    cursor.close()
+                    try:
+                        _set_wal(cursor)
+                        cursor.execute("PRAGMA foreign_keys=ON")
+                    finally:
+                        cursor.close()
 
-            Base.metadata.create_all(engine)
+            upgrade_schema(engine)
             self._engine = engine
         return self._engine
 
@@ -172,12 +292,20 @@ class ReviewStore(dg.ConfigurableResource):
                 .where(ReviewTask.status == "claimed", ReviewTask.claimed_at < now - claim_timeout)
                 .values(status="open", claimed_by=None, claimed_at=None)
             )
-            held_images = sa.select(ReviewTask.image_id).where(
-                ReviewTask.claimed_by == reviewer, ReviewTask.status.in_(("claimed", "decided"))
+            # Within a batch, a reviewer never gets a second slot of an image they hold or decided
+            # (double review needs two people); an image re-sent in a later batch is fair game.
+            held = sa.orm.aliased(ReviewTask)
+            already_held = (
+                sa.select(held.id)
+                .where(
+                    held.image_id == ReviewTask.image_id, held.batch == ReviewTask.batch,
+                    held.claimed_by == reviewer, held.status.in_(("claimed", "decided")),
+                )
+                .exists()
             )
             query = (
                 sa.select(ReviewTask)
-                .where(ReviewTask.status == "open", ReviewTask.image_id.not_in(held_images))
+                .where(ReviewTask.status == "open", ~already_held)
                 .order_by(ReviewTask.id)
             )
             if batch is not None:

@@ -63,3 +63,11 @@ def test_bad_decisions_are_refused(review_store):
         review_store.record_decision(claimed.id, "bob", "approve", seconds=1)
     with pytest.raises(ReviewStoreError, match="does not exist"):
         review_store.record_decision(999, "ann", "approve", seconds=1)
+
+
+def test_an_image_resent_in_a_later_batch_can_be_reviewed_again_by_the_same_person(review_store):
+    review_store.create_tasks([task("b1", "a")])
+    (first,) = review_store.claim("ann", 5)
+    review_store.record_decision(first.id, "ann", "approve", seconds=2)
+    review_store.create_tasks([task("b2", "a")])
+    assert [(t.batch, t.image_id) for t in review_store.claim("ann", 5)] == [("b2", "a")]
