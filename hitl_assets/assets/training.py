@@ -19,6 +19,7 @@ from ml.infer import predict_probabilities
 from ml.model import ARCHITECTURE, build_model, select_device
 from ml.promotion import promotion_decision
 from ml.synthetic import generate_catalog
+from ml.threshold_fit import review_history as threshold_history
 from ml.train import EpochStats, TrainConfig, fit, seed_everything
 from resources.model_registry import CALIBRATOR_ARTIFACT, ModelRegistry
 from resources.object_store import ObjectStore
@@ -78,14 +79,13 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 def review_history(store: ObjectStore, reviews: ReviewStore) -> tuple[pd.DataFrame, np.ndarray]:
-    """Quality signals of every reviewed image with its outcome: needed correction (corrected or rejected) or not."""
-    queue = read_partitions(store, "review_queue")
-    decisions = reviews.latest_decisions()
-    if queue.empty or decisions.empty:
-        return pd.DataFrame(), np.array([], dtype=bool)
-    outcome = decisions.groupby("image_id")["decision"].agg(lambda d: bool(d.isin(["correct", "reject"]).any()))
-    reviewed = queue.drop_duplicates("image_id", keep="last").merge(outcome.rename("needs_correction"), left_on="image_id", right_index=True)
-    return reviewed, reviewed["needs_correction"].to_numpy(dtype=bool)
+    """Quality signals of every reviewed image with its outcome (corrected or rejected = needed correction).
+
+    The same history ``hitl policy fit`` uses: hidden gold checks and verdicts on an older model's mask are left out.
+    """
+    history = threshold_history(read_partitions(store, "review_queue"), reviews.latest_decisions())
+    reviewed = history[history["labelled"]] if len(history) else history
+    return reviewed, reviewed["needs_correction"].to_numpy(dtype=bool) if len(reviewed) else np.array([], dtype=bool)
 
 
 def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
