@@ -1,0 +1,40 @@
+"""The faults suite: each test is a fault scenario and reports whether the product survived it.
+
+``make faults`` runs this folder and writes ``$HITL_HOME/bench/faults.json`` (default
+``.hitl/bench/faults.json``): a list of rows ``{"scenario", "survived", "lost", "duplicated"}``.
+A scenario test calls the ``fault_report`` fixture once with its figures *before* asserting, so a
+failing scenario is still on record (with ``survived`` false).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+_ROWS: list[dict] = []
+
+
+def faults_json_path() -> Path:
+    home = Path(os.environ.get("HITL_HOME", ".hitl"))
+    return home / "bench" / "faults.json"
+
+
+@pytest.fixture
+def fault_report():
+    """``fault_report(scenario, survived=..., lost=..., duplicated=...)``: record one scenario's outcome."""
+
+    def report(scenario: str, *, survived: bool, lost: int = 0, duplicated: int = 0) -> None:
+        _ROWS.append({"scenario": scenario, "survived": bool(survived), "lost": int(lost), "duplicated": int(duplicated)})
+
+    return report
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _ROWS:
+        return
+    path = faults_json_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_ROWS, indent=2) + "\n")
