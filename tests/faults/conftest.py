@@ -1,7 +1,7 @@
 """The faults suite: each test is a fault scenario and reports whether the product survived it.
 
-``make faults`` runs this folder and writes ``$HITL_HOME/bench/faults.json`` (default
-``.hitl/bench/faults.json``): a list of rows ``{"scenario", "survived", "lost", "duplicated"}``.
+``make faults`` runs this folder and writes ``$HITL_FAULTS_JSON`` (default
+``$HITL_HOME/bench/faults.json``, i.e. ``.hitl/bench/faults.json``): a list of rows ``{"scenario", "survived", "lost", "duplicated"}``.
 A scenario test calls the ``fault_report`` fixture once with its figures *before* asserting, so a
 failing scenario is still on record (with ``survived`` false).
 """
@@ -18,8 +18,11 @@ _ROWS: list[dict] = []
 
 
 def faults_json_path() -> Path:
-    home = Path(os.environ.get("HITL_HOME", ".hitl"))
-    return home / "bench" / "faults.json"
+    # Tests point HITL_HOME at temporary folders, so the report's place is fixed at import time.
+    return _REPORT_PATH
+
+
+_REPORT_PATH = Path(os.environ.get("HITL_FAULTS_JSON") or Path(os.environ.get("HITL_HOME", ".hitl")) / "bench" / "faults.json").resolve()
 
 
 @pytest.fixture
