@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 DECISIONS = ("approve", "reject", "correct")
 TASK_KINDS = ("escalation", "audit", "gold")
+USER_ROLES = ("reviewer", "admin")
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 # Its own version table: the review store may share a database with other Alembic users (MLflow).
@@ -35,6 +37,32 @@ _MIGRATION_LOCK_KEY = 7_151_962_840_113
 def utcnow() -> datetime:
     """Timezone-aware now, stored as UTC."""
     return datetime.now(timezone.utc)
+
+
+# A dropped connection (server restart, network cut, idle timeout) mid-transaction: the transaction is
+# rolled back by the database and retried here, a few times with backoff. Only errors SQLAlchemy marks as
+# a lost connection are retried; constraint violations and bad SQL are not.
+RETRY_ATTEMPTS = 4
+RETRY_BASE_SECONDS = 0.1
+
+
+def is_transient(err: BaseException) -> bool:
+    """A lost connection, or PostgreSQL's serialization/deadlock answers: safe to retry the whole transaction."""
+    if isinstance(err, sa.exc.DBAPIError) and err.connection_invalidated:
+        return True
+    code = getattr(getattr(err, "orig", None), "pgcode", None)
+    return code in ("40001", "40P01", "57P01", "08006", "08003", "08001")
+
+
+def _retrying(operation, *, attempts: int = RETRY_ATTEMPTS, base: float = RETRY_BASE_SECONDS):
+    """Run ``operation()`` (one whole transaction), retrying it on a transient database error with backoff."""
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except sa.exc.DBAPIError as err:
+            if attempt == attempts - 1 or not is_transient(err):
+                raise
+            time.sleep(base * 2**attempt)
 
 
 class Base(DeclarativeBase):
@@ -69,6 +97,8 @@ class ReviewTask(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     closed_reason: Mapped[str] = mapped_column(sa.String(120), default="")
+    # The claim (batch of tasks handed to a reviewer at once) the task is in (revision 0002).
+    claim_id: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
 
 
 class ReviewEvent(Base):
@@ -80,12 +110,26 @@ class ReviewEvent(Base):
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("review_tasks.id"), index=True)
     reviewer: Mapped[str] = mapped_column(sa.String(120))
     decision: Mapped[str] = mapped_column(sa.String(20))
-    failure_mode: Mapped[str] = mapped_column(sa.String(60), default="")
+    failure_mode: Mapped[str] = mapped_column(sa.String(300), default="")  # comma-separated tags
     corrected_mask_key: Mapped[str] = mapped_column(sa.String(500), default="")
     note: Mapped[str] = mapped_column(sa.Text, default="")
     seconds: Mapped[float] = mapped_column(default=0.0)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     replaces_event_id: Mapped[int | None] = mapped_column(nullable=True)
+    # Client-supplied idempotency key (revision 0002): a retried decision is recorded once.
+    request_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, unique=True, index=True)
+
+
+class ReviewUser(Base):
+    """A review app account (revision 0002). Only the password's argon2 hash is stored."""
+
+    __tablename__ = "review_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(20))
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
 
 
 class ReviewStoreError(ValueError):
@@ -262,13 +306,16 @@ class ReviewStore(dg.ConfigurableResource):
             from sqlalchemy.dialects.postgresql import insert
         else:  # pragma: no cover - other databases are not supported targets
             raise ReviewStoreError(f"unsupported review database {dialect!r}")
-        inserted = 0
-        with self.engine.begin() as conn:
-            for start in range(0, len(rows), 5000):
-                chunk = rows[start : start + 5000]
-                statement = insert(table).on_conflict_do_nothing(index_elements=["task_key"])
-                inserted += conn.execute(statement, chunk).rowcount or 0
-        return inserted
+        def transaction() -> int:  # idempotent (task_key): safe to run again after a dropped connection
+            inserted = 0
+            with self.engine.begin() as conn:
+                for start in range(0, len(rows), 5000):
+                    chunk = rows[start : start + 5000]
+                    statement = insert(table).on_conflict_do_nothing(index_elements=["task_key"])
+                    inserted += conn.execute(statement, chunk).rowcount or 0
+            return inserted
+
+        return _retrying(transaction)
 
     def tasks(self, batch: str | None = None, status: str | None = None) -> pd.DataFrame:
         """Tasks as a DataFrame, optionally filtered by batch and status."""
@@ -280,17 +327,28 @@ class ReviewStore(dg.ConfigurableResource):
         with self.engine.connect() as conn:
             return pd.read_sql(query.order_by(ReviewTask.id), conn)
 
-    def claim(self, reviewer: str, limit: int, claim_timeout: timedelta = timedelta(minutes=30), batch: str | None = None) -> list[ReviewTask]:
+    def claim(
+        self,
+        reviewer: str,
+        limit: int,
+        claim_timeout: timedelta = timedelta(minutes=30),
+        batch: str | None = None,
+        claim_id: str | None = None,
+    ) -> list[ReviewTask]:
         """Claim up to ``limit`` open tasks for ``reviewer`` (expired claims return to the queue first).
 
-        A reviewer never gets both slots of a double-reviewed image.
+        A reviewer never gets both slots of a double-reviewed image. ``claim_id`` labels the claimed
+        tasks as one batch of work (the review app shows a reviewer's progress through it).
         """
+        return _retrying(lambda: self._claim(reviewer, limit, claim_timeout, batch, claim_id))
+
+    def _claim(self, reviewer: str, limit: int, claim_timeout: timedelta, batch: str | None, claim_id: str | None) -> list[ReviewTask]:
         now = utcnow()
         with self.session() as session, session.begin():
             session.execute(
                 sa.update(ReviewTask)
                 .where(ReviewTask.status == "claimed", ReviewTask.claimed_at < now - claim_timeout)
-                .values(status="open", claimed_by=None, claimed_at=None)
+                .values(status="open", claimed_by=None, claimed_at=None, claim_id=None)
             )
             # Within a batch, a reviewer never gets a second slot of an image they hold or decided
             # (double review needs two people); an image re-sent in a later batch is fair game.
@@ -318,6 +376,7 @@ class ReviewStore(dg.ConfigurableResource):
                 if task.image_id in seen_images:
                     continue
                 task.status, task.claimed_by, task.claimed_at = "claimed", reviewer, now
+                task.claim_id = claim_id
                 seen_images.add(task.image_id)
                 claimed.append(task)
                 if len(claimed) >= limit:
@@ -334,8 +393,62 @@ class ReviewStore(dg.ConfigurableResource):
         failure_mode: str = "",
         corrected_mask_key: str = "",
         note: str = "",
+        request_id: str | None = None,
     ) -> ReviewEvent:
-        """Append a decision event for a task the reviewer holds; the task becomes ``decided``."""
+        """Append a decision event for a task the reviewer holds; the task becomes ``decided``.
+
+        ``request_id`` (optional, unique) makes the call idempotent: a second call with the same key
+        for the same task and reviewer returns the event recorded the first time and appends nothing.
+        """
+        if request_id:
+            existing = self.event_by_request_id(request_id)
+            if existing is not None:
+                return self._same_request(existing, task_id, reviewer, request_id)
+        # A connection dropped mid-transaction is rolled back and retried (``_retrying``). A drop during
+        # COMMIT is ambiguous (the event may be stored): the retry looks the request id up first, so a
+        # decision is never appended twice. Without a caller's id, one is made for this call.
+        key = request_id or f"auto-{uuid.uuid4().hex}"
+
+        def attempt() -> ReviewEvent:
+            stored = self.event_by_request_id(key)
+            if stored is not None:
+                return self._same_request(stored, task_id, reviewer, key)
+            return self._append_decision(
+                task_id, reviewer, decision, seconds=seconds, failure_mode=failure_mode,
+                corrected_mask_key=corrected_mask_key, note=note, request_id=key,
+            )
+
+        try:
+            return _retrying(attempt)
+        except sa.exc.IntegrityError:
+            existing = self.event_by_request_id(request_id) if request_id else None
+            if existing is None:
+                raise
+            return self._same_request(existing, task_id, reviewer, request_id)  # a concurrent retry won
+
+    @staticmethod
+    def _same_request(event: ReviewEvent, task_id: int, reviewer: str, request_id: str) -> ReviewEvent:
+        if event.task_id != task_id or event.reviewer != reviewer:
+            raise ReviewStoreError(f"request id {request_id!r} was already used for another decision")
+        return event
+
+    def event_by_request_id(self, request_id: str) -> ReviewEvent | None:
+        """The decision event recorded with this idempotency key, if any."""
+        with self.session() as session:
+            return session.scalar(sa.select(ReviewEvent).where(ReviewEvent.request_id == request_id))
+
+    def _append_decision(
+        self,
+        task_id: int,
+        reviewer: str,
+        decision: str,
+        *,
+        seconds: float,
+        failure_mode: str,
+        corrected_mask_key: str,
+        note: str,
+        request_id: str | None,
+    ) -> ReviewEvent:
         if decision not in DECISIONS:
             raise ReviewStoreError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
         if decision == "correct" and not corrected_mask_key:
@@ -361,6 +474,7 @@ class ReviewStore(dg.ConfigurableResource):
                 seconds=float(seconds),
                 created_at=utcnow(),
                 replaces_event_id=previous,
+                request_id=request_id,
             )
             session.add(event)
             task.status, task.claimed_by = "decided", reviewer
@@ -432,3 +546,99 @@ class ReviewStore(dg.ConfigurableResource):
         ).group_by(tasks.c.batch)
         with self.engine.connect() as conn:
             return pd.read_sql(query, conn)
+
+    # -- the review app ---------------------------------------------------------------------
+
+    def get_task(self, task_id: int) -> ReviewTask | None:
+        """One task by id (None if there is none)."""
+        with self.session() as session:
+            return session.get(ReviewTask, task_id)
+
+    def task_events(self, task_id: int) -> list[ReviewEvent]:
+        """Every decision event of a task, oldest first (the append-only history)."""
+        with self.session() as session:
+            return list(session.scalars(sa.select(ReviewEvent).where(ReviewEvent.task_id == task_id).order_by(ReviewEvent.id)))
+
+    def held_tasks(self, reviewer: str) -> list[ReviewTask]:
+        """The reviewer's current work: tasks still claimed by them plus those of their latest claim."""
+        with self.session() as session:
+            latest_claim = session.scalar(
+                sa.select(ReviewTask.claim_id)
+                .where(ReviewTask.claimed_by == reviewer, ReviewTask.claim_id.is_not(None))
+                .order_by(ReviewTask.claimed_at.desc(), ReviewTask.id.desc())
+                .limit(1)
+            )
+            condition = sa.and_(ReviewTask.claimed_by == reviewer, ReviewTask.status == "claimed")
+            if latest_claim is not None:
+                condition = sa.or_(
+                    condition,
+                    sa.and_(ReviewTask.claimed_by == reviewer, ReviewTask.claim_id == latest_claim, ReviewTask.status == "decided"),
+                )
+            return list(session.scalars(sa.select(ReviewTask).where(condition).order_by(ReviewTask.id)))
+
+    def latest_events_by(self, reviewer: str, task_ids: Iterable[int]) -> dict[int, ReviewEvent]:
+        """The reviewer's latest decision event on each of ``task_ids`` (tasks they have not decided are absent)."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        latest = (
+            sa.select(sa.func.max(ReviewEvent.id))
+            .where(ReviewEvent.reviewer == reviewer, ReviewEvent.task_id.in_(ids))
+            .group_by(ReviewEvent.task_id)
+        )
+        with self.session() as session:
+            return {event.task_id: event for event in session.scalars(sa.select(ReviewEvent).where(ReviewEvent.id.in_(latest)))}
+
+    def reviewer_activity(self, reviewer: str, last: int) -> tuple[int, list[datetime]]:
+        """How many decisions the reviewer has recorded, and the times of the latest ``last`` of them."""
+        with self.session() as session:
+            count = session.scalar(sa.select(sa.func.count()).select_from(ReviewEvent).where(ReviewEvent.reviewer == reviewer)) or 0
+            times = list(
+                session.scalars(
+                    sa.select(ReviewEvent.created_at).where(ReviewEvent.reviewer == reviewer).order_by(ReviewEvent.id.desc()).limit(max(1, last))
+                )
+            )
+            return int(count), times
+
+    def events(self, since: datetime | None = None) -> pd.DataFrame:
+        """Decision events (optionally from ``since`` on), without joins: the audit log."""
+        query = sa.select(ReviewEvent.__table__)
+        if since is not None:
+            query = query.where(ReviewEvent.created_at >= since)
+        with self.engine.connect() as conn:
+            return pd.read_sql(query.order_by(ReviewEvent.id), conn)
+
+    def status_counts(self) -> dict[str, int]:
+        """Tasks per status (open, claimed, decided, closed)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(ReviewTask.status, sa.func.count()).group_by(ReviewTask.status)).all()
+        return {status: int(count) for status, count in rows}
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str, *, replace: bool = False) -> ReviewUser:
+        """Create an account (or, with ``replace``, change an existing one's role and password)."""
+        if role not in USER_ROLES:
+            raise ReviewStoreError(f"unknown role {role!r}; expected one of {', '.join(USER_ROLES)}")
+        if not name or len(name) > 120 or not all(ch.isalnum() or ch in "-_." for ch in name):
+            raise ReviewStoreError("a user name is 1-120 letters, digits, '-', '_' or '.'")
+        with self.session() as session, session.begin():
+            user = session.scalar(sa.select(ReviewUser).where(ReviewUser.name == name))
+            if user is not None and not replace:
+                raise ReviewStoreError(f"user {name!r} exists")
+            if user is None:
+                user = ReviewUser(name=name, role=role, password_hash=password_hash, created_at=utcnow())
+                session.add(user)
+            else:
+                user.role, user.password_hash = role, password_hash
+            return user
+
+    def get_user(self, name: str) -> ReviewUser | None:
+        """The account called ``name`` (None if there is none)."""
+        with self.session() as session:
+            return session.scalar(sa.select(ReviewUser).where(ReviewUser.name == name))
+
+    def users(self) -> list[ReviewUser]:
+        """Every account, by name."""
+        with self.session() as session:
+            return list(session.scalars(sa.select(ReviewUser).order_by(ReviewUser.name)))
