@@ -12,4 +12,4 @@ BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 def is_valid_batch_name(name: str) -> bool:
     """Batch names become object keys and partition keys: letters, digits, '.', '_' and '-' only."""
-    return bool(BATCH_NAME.match(name)) and ".." not in name
+    return bool(BATCH_NAME.fullmatch(name)) and ".." not in name  # fullmatch: "b1\n" is not "b1"

@@ -1,5 +1,6 @@
 """Sensors: new inbox folders become batches, escalations become review tasks, finished reviews get published."""
 
+import hashlib
 import json
 
 import dagster as dg
@@ -13,12 +14,28 @@ from resources.review_store import ReviewStore
 from resources.tables import read_table
 
 
+# Names upload tools give a file while it is still being written: a folder holding one is still arriving.
+IN_PROGRESS_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".uploading", ".filepart", ".tmp")
+
+
 def folder_signature(store: ObjectStore, batch: str) -> str:
-    """Count, total size and newest change of a folder: equal on two ticks means the upload has finished."""
+    """Every file's name and size, and the newest change: equal on two ticks means the upload has finished.
+
+    Per-file sizes (not just the total) so that a file still growing while another shrinks is not
+    mistaken for a finished folder; a folder holding an upload tool's temporary file is never ready.
+    """
     entries = store.list(f"{INBOX_PREFIX}/{batch}/")
     if not entries:
         return ""
-    return f"{len(entries)}:{sum(e.size for e in entries)}:{max(e.modified for e in entries):.3f}"
+    if any(e.key.lower().endswith(IN_PROGRESS_SUFFIXES) for e in entries):
+        return ""
+    sizes = hashlib.sha256("\n".join(f"{e.key}\t{e.size}" for e in entries).encode()).hexdigest()[:16]
+    return f"{len(entries)}:{sum(e.size for e in entries)}:{max(e.modified for e in entries):.3f}:{sizes}"
+
+
+def loose_files(store: ObjectStore) -> list[str]:
+    """Files directly under the inbox, outside any batch folder: never ingested (a batch is a folder)."""
+    return [e.key for e in store.list(f"{INBOX_PREFIX}/") if e.key.count("/") == 1]
 
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -39,6 +56,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStore)
             ready.append(folder)
         elif signature:
             waiting[folder] = signature
+    loose = loose_files(object_store)
+    if loose:
+        context.log.warning(f"{len(loose)} file(s) directly in {INBOX_PREFIX}/ are not in a batch folder and are not ingested: {', '.join(loose[:5])}")
     cursor = json.dumps({"pending": waiting})
     if not ready:
         return dg.SensorResult(skip_reason=f"{len(waiting)} folder(s) still arriving" if waiting else "no new inbox folders", cursor=cursor)

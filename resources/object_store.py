@@ -27,6 +27,10 @@ class InvalidKeyError(ValueError):
     """A key that is absolute or escapes the store (``..``)."""
 
 
+class OutsideStoreError(PermissionError):
+    """A key that leads out of the store's root (a symbolic link): refused, never followed."""
+
+
 @dataclass(frozen=True)
 class ObjectEntry:
     """One stored object: its key, size in bytes and last-modified time (epoch seconds)."""
@@ -127,6 +131,29 @@ class ObjectStore(dg.ConfigurableResource):
             raise RuntimeError("local_path is only available for the local directory backend")
         return Path(self.root) / validate_key(key)
 
+    def symlink_target(self, key: str) -> Path | None:
+        """Where a key that is a symbolic link points (resolved), or None for a plain file; always None on S3.
+
+        Suppliers' folders are untrusted: a link in the inbox could point at ``/etc/passwd`` or at
+        another tenant's files. Callers decide which targets are acceptable (the ingest step only
+        accepts links that stay inside the batch's own inbox folder); :meth:`get_bytes` never
+        follows a link out of the store.
+        """
+        if self.is_s3:
+            return None
+        path = self.local_path(key)
+        if not path.is_symlink():
+            return None
+        return Path(os.path.realpath(path))
+
+    def _confined(self, path: Path) -> Path:
+        """``path`` resolved, refusing anything (a symbolic link, say) that leads out of the store's root."""
+        root = Path(os.path.realpath(self.root))
+        real = Path(os.path.realpath(path))
+        if real != root and root not in real.parents:
+            raise OutsideStoreError(f"object {path.relative_to(self.root).as_posix()!r} leads outside the store (symbolic link); refused")
+        return real
+
     # -- operations ----------------------------------------------------------------------
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
@@ -187,7 +214,7 @@ class ObjectStore(dg.ConfigurableResource):
                     time.sleep(0.5 * 2**attempt)
         path = self.local_path(key)
         try:
-            return path.read_bytes()
+            return self._confined(path).read_bytes()
         except FileNotFoundError as err:
             raise FileNotFoundError(f"object {key!r} not found in {self.describe()}") from err
 
@@ -233,7 +260,8 @@ class ObjectStore(dg.ConfigurableResource):
         base = Path(self.root) / prefix
         if not base.is_dir():
             return []
-        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        # A symbolic link to a folder (possibly outside the store) is never a batch: refused, as in S3 there are none.
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
     def _iter(self, prefix: str) -> Iterator[ObjectEntry]:
         if self.is_s3:

@@ -22,12 +22,20 @@ def final_status(queue: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
     """
     if "kind" in decisions.columns:
         decisions = decisions[decisions["kind"] != "gold"]
-    human = decisions.sort_values("event_id").groupby("image_id").agg(
-        any_reject=("decision", lambda d: bool((d == "reject").any())),
-        any_correct=("decision", lambda d: bool((d == "correct").any())),
-        corrected_mask_key=("corrected_mask_key", lambda k: next((x for x in reversed(list(k)) if x), "")),
-        decisions=("decision", "count"),
-    ) if len(decisions) else pd.DataFrame(columns=["any_reject", "any_correct", "corrected_mask_key", "decisions"])
+    if len(decisions):  # vectorised (no per-image Python): linear in the number of decisions
+        ordered = decisions.sort_values("event_id", kind="stable")
+        keys = ordered["corrected_mask_key"].fillna("").astype(str)
+        grouped = ordered.assign(
+            _reject=ordered["decision"].eq("reject"), _correct=ordered["decision"].eq("correct"), _key=keys.where(keys != ""),
+        ).groupby("image_id")
+        human = pd.DataFrame({
+            "any_reject": grouped["_reject"].any(),
+            "any_correct": grouped["_correct"].any(),
+            "corrected_mask_key": grouped["_key"].last().fillna(""),  # the latest non-empty correction
+            "decisions": grouped["decision"].count(),
+        })
+    else:
+        human = pd.DataFrame(columns=["any_reject", "any_correct", "corrected_mask_key", "decisions"])
     out = queue.merge(human, left_on="image_id", right_index=True, how="left")
     needs_human = (out["route"] == "escalate") | out["audit"].astype(bool)
     expected = needs_human.astype(int) * (1 + out["double_review"].astype(int))
@@ -62,17 +70,28 @@ def published_images(context: dg.AssetExecutionContext, config: InferenceConfig,
     approved = status[status["final_status"].str.startswith("approved")].copy()
     approved["published_key"] = [publish_key(batch, sku, image_id) for sku, image_id in zip(approved["sku"], approved["image_id"])]
     brand = config.brand()
-    for row in approved.to_dict("records"):
-        if row["final_status"] == "approved_corrected":
-            # Re-render the composite at full size from the reviewer's mask.
-            mask = decode_mask(object_store.get_bytes(row["corrected_mask_key"]), row["corrected_mask_key"])
-            base = row["corrected_mask_key"].rsplit(".", 1)[0]
-            keys = {"mask_key": f"{base}-final-mask.png", "cutout_key": f"{base}-cutout.png", "composite_key": f"{base}-composite.jpg"}
-            render_outputs(object_store, row, None, brand, keys, config.jpeg_quality, mask=mask)
-            source = keys["composite_key"]
-        else:
-            source = row["composite_key"]
-        object_store.put_bytes(row["published_key"], object_store.get_bytes(source), "image/jpeg")
+    done = 0
+    try:
+        for row in approved.to_dict("records"):
+            if row["final_status"] == "approved_corrected":
+                # Re-render the composite at full size from the reviewer's mask.
+                mask = decode_mask(object_store.get_bytes(row["corrected_mask_key"]), row["corrected_mask_key"])
+                base = row["corrected_mask_key"].rsplit(".", 1)[0]
+                keys = {"mask_key": f"{base}-final-mask.png", "cutout_key": f"{base}-cutout.png", "composite_key": f"{base}-composite.jpg"}
+                render_outputs(object_store, row, None, brand, keys, config.jpeg_quality, mask=mask)
+                source = keys["composite_key"]
+            else:
+                source = row["composite_key"]
+            # Each file is written atomically: it is either whole at the publish location or absent.
+            object_store.put_bytes(row["published_key"], object_store.get_bytes(source), "image/jpeg")
+            done += 1
+    except OSError as err:  # a full disk (ENOSPC), a quota, a read-only mount: say so and record nothing
+        why = err.strerror or str(err)
+        raise dg.Failure(
+            f"batch {batch!r}: publishing stopped after {done} of {len(approved)} approved image(s): the publish location "
+            f"{object_store.describe()}/{PUBLISH_PREFIX}/{batch}/ could not be written ({why}, errno {err.errno}). "
+            "Nothing was recorded as published by this run; free space and re-run the partition (re-running is idempotent)."
+        ) from err
     # Anything else under this batch's publish prefix (a re-run after a rejection, say) is withdrawn.
     wanted = set(approved["published_key"])
     withdrawn = [e.key for e in object_store.list(f"{PUBLISH_PREFIX}/{batch}/") if e.key not in wanted]
