@@ -36,6 +36,18 @@ class TrainConfig:
     # Training batches used to re-estimate BatchNorm statistics before each validation; 0 keeps
     # the running averages as they are (see recalibrate_batchnorm).
     bn_recalibration_batches: int = 8
+    # Optimizer steps in all (None: max_epochs x batches per epoch); experiments compare runs by steps.
+    max_steps: int | None = None
+    # "constant", or "cosine": linear warm-up over warmup_fraction, then cosine decay to
+    # final_lr_fraction x learning_rate. Progress is the larger of steps/total steps and
+    # elapsed/max_seconds, so the decay also completes when a time budget ends training.
+    lr_schedule: str = "constant"
+    warmup_fraction: float = 0.05
+    final_lr_fraction: float = 0.02
+    # Extra BCE weight on pixels within boundary_width px of the mask's edge (0: plain BCE + Dice).
+    boundary_weight: float = 0.0
+    boundary_width: int = 2
+    channels_last: bool = False
 
 
 @dataclass
@@ -58,7 +70,7 @@ class FitResult:
     best_epoch: int
     seconds: float
     stopped_early: bool
-    # "max_epochs", "patience" or "time_budget"; stopped_early is True for the last two.
+    # "max_epochs", "max_steps", "patience" or "time_budget"; stopped_early is True for the last two.
     stop_reason: str = field(default="max_epochs")
 
 
@@ -69,9 +81,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits plus soft Dice, both averaged over the batch."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+def boundary_band(target: torch.Tensor, width: int) -> torch.Tensor:
+    """1.0 on pixels within ``width`` px of a foreground/background edge of a (N, 1, H, W) 0/1 mask, else 0."""
+    kernel = 2 * width + 1
+    dilated = F.max_pool2d(target, kernel, stride=1, padding=width)
+    eroded = -F.max_pool2d(-target, kernel, stride=1, padding=width)
+    return dilated - eroded
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, boundary_weight: float = 0.0, boundary_width: int = 2) -> torch.Tensor:
+    """BCE-with-logits plus soft Dice, both averaged over the batch.
+
+    ``boundary_weight`` > 0 adds that much BCE weight to pixels near the mask's edge: a thin chain
+    is almost all edge, so this is where it gets counted.
+    """
+    if boundary_weight > 0:
+        weight = 1.0 + boundary_weight * boundary_band(target, boundary_width)
+        bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
+    else:
+        bce = F.binary_cross_entropy_with_logits(logits, target)
     # Dice is per image so small products weigh as much as large ones; BCE alone lets the
     # background majority dominate and thin parts (straps, chains) fade away.
     probs = torch.sigmoid(logits).flatten(1)
@@ -87,9 +115,13 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     max_seconds_left: float | None = None,
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    lr_scheduler=None,
+    max_steps: int | None = None,
+    boundary_weight: float = 0.0,
+    boundary_width: int = 2,
+    channels_last: bool = False,
 ) -> float:
-    """Train over ``loader`` once (or until ``max_seconds_left`` runs out); returns the mean loss.
+    """Train over ``loader`` once (or until ``max_seconds_left`` runs out or ``max_steps`` are done); returns the mean loss.
 
     ``lr_scheduler``, if given, is stepped after every batch (as in torchvision's references).
     """
@@ -97,9 +129,13 @@ def train_one_epoch(
     started = time.perf_counter()
     total, steps = 0.0, 0
     for images, masks in loader:
+        if max_steps is not None and steps >= max_steps:
+            break
         images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         masks = masks.to(device, non_blocking=True)
-        loss = segmentation_loss(model(images)["out"], masks)
+        loss = segmentation_loss(model(images)["out"], masks, boundary_weight, boundary_width)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -157,6 +193,48 @@ def evaluate_iou(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     return float(torch.cat(scores).mean())
 
 
+class ProgressSchedule:
+    """Learning rate as a function of training progress, stepped after every optimizer step.
+
+    Progress is max(steps / total_steps, elapsed / max_seconds): a time-budgeted run still warms
+    up and decays fully, whichever limit ends it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> None:
+        self.optimizer = optimizer
+        self.config = config
+        self.total_steps = max(1, total_steps)
+        self.steps = 0
+        self.started = time.perf_counter()
+        self._apply()
+
+    def progress(self) -> float:
+        progress = self.steps / self.total_steps
+        if self.config.max_seconds:
+            progress = max(progress, (time.perf_counter() - self.started) / self.config.max_seconds)
+        return min(1.0, progress)
+
+    def factor(self) -> float:
+        config = self.config
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = self.progress()
+        if config.warmup_fraction > 0 and progress < config.warmup_fraction:
+            return 0.1 + 0.9 * progress / config.warmup_fraction
+        span = max(1e-9, 1.0 - config.warmup_fraction)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - config.warmup_fraction) / span)))
+        return config.final_lr_fraction + (1 - config.final_lr_fraction) * cosine
+
+    def _apply(self) -> None:
+        lr = self.config.learning_rate * self.factor()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        self.steps += 1
+        self._apply()
+
+
 def _seed_worker(worker_id: int) -> None:
     # Each worker holds a copy of the albumentations Compose with the same internal state;
     # without reseeding, every worker would apply the same augmentation sequence.
@@ -203,9 +281,14 @@ def fit(
     device = select_device(config.device)
     model.to(device)
     train_loader, val_loader = _make_loaders(train, val, config, device)
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    # Constant learning rate: a per-step cosine decay measured no better from scratch on the
-    # synthetic catalog (best validation IoU 0.64 vs 0.67 over 8 epochs at 192 px).
+    total_steps = config.max_steps if config.max_steps is not None else config.max_epochs * len(train_loader)
+    schedule = ProgressSchedule(optimizer, config, total_steps)
+    steps_done = 0
 
     started = time.perf_counter()
     history: list[EpochStats] = []
@@ -220,7 +303,12 @@ def fit(
         if config.max_seconds is not None:
             # Keep room for the BatchNorm refresh and validation that follow, so the epoch fits the budget.
             seconds_left = config.max_seconds - (epoch_started - started) - last_val_seconds
-        train_loss = train_one_epoch(model, train_loader, optimizer, device, max_seconds_left=seconds_left)
+        steps_left = None if config.max_steps is None else config.max_steps - steps_done
+        train_loss = train_one_epoch(
+            model, train_loader, optimizer, device, max_seconds_left=seconds_left, lr_scheduler=schedule, max_steps=steps_left,
+            boundary_weight=config.boundary_weight, boundary_width=config.boundary_width, channels_last=config.channels_last,
+        )
+        steps_done = schedule.steps
         val_started = time.perf_counter()
         # True when train_one_epoch stopped on the clock rather than at the end of the data.
         budget_spent = seconds_left is not None and val_started - epoch_started >= seconds_left
@@ -244,6 +332,9 @@ def fit(
         if budget_spent:
             stop_reason = "time_budget"
             break
+        if config.max_steps is not None and steps_done >= config.max_steps:
+            stop_reason = "max_steps"
+            break
         if config.max_seconds is not None and epoch < config.max_epochs:
             # No room left for training plus another validation pass: stop rather than overrun.
             if config.max_seconds - (time.perf_counter() - started) - last_val_seconds <= 0:
@@ -252,6 +343,8 @@ def fit(
 
     assert best_state is not None  # at least one epoch always runs
     model.load_state_dict(best_state)
+    if config.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return FitResult(
         model=model,
@@ -259,6 +352,6 @@ def fit(
         best_val_iou=best_iou,
         best_epoch=best_epoch,
         seconds=time.perf_counter() - started,
-        stopped_early=stop_reason != "max_epochs",
+        stopped_early=stop_reason in ("patience", "time_budget"),
         stop_reason=stop_reason,
     )

@@ -114,7 +114,8 @@ class ModelRegistry(dg.ConfigurableResource):
         gold = tags.get("gold_iou")
         return ChampionModel(
             version=str(model_version.version),
-            model=load_model_bytes(data, device=device),
+            # Versions logged before architectures were recorded carry no tag: load_model_bytes reads the keys.
+            model=load_model_bytes(data, device=device, architecture=tags.get("architecture") or None),
             input_size=int(tags.get("input_size", 192)),
             gold_iou=float(gold) if gold not in (None, "") else None,
             run_id=model_version.run_id,
@@ -155,7 +156,9 @@ class ModelRegistry(dg.ConfigurableResource):
             )
         version = str(info.registered_model_version)
         client = self.client()
-        for key, value in {"input_size": str(input_size), **tags}.items():
+        from ml.model import architecture_of
+
+        for key, value in {"input_size": str(input_size), "architecture": architecture_of(model), **tags}.items():
             client.set_model_version_tag(self.model_name, version, key, str(value))
         return version
 

@@ -16,7 +16,7 @@ from ml.evaluate import evaluate_model
 from ml.grid import prediction_grid
 from ml.imageio import decode_mask, load_rgb
 from ml.infer import predict_probabilities
-from ml.model import ARCHITECTURE, build_model, select_device
+from ml.model import ARCHITECTURE, architecture_of, build_model, select_device
 from ml.promotion import promotion_decision
 from ml.synthetic import generate_catalog
 from ml.threshold_fit import review_history as threshold_history
@@ -33,11 +33,16 @@ class TrainingConfig(dg.Config):
     """Training and promotion settings; the defaults fit the nightly run on 2 CPU cores."""
 
     input_size: int = 192
+    # The network a bootstrap builds; fine-tuning keeps the champion's (see ml.model).
+    architecture: str = ARCHITECTURE
     batch_size: int = 8
     max_epochs: int = 12
     patience: int = 3
     bootstrap_learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 5e-4
+    # Cosine decay over each run's budget (steps or seconds, whichever ends it) with a short warm-up.
+    lr_schedule: str = "cosine"
+    boundary_weight: float = 0.0
     bootstrap_images: int = 240
     bootstrap_seconds: float = 150.0
     fine_tune_seconds: float = 90.0
@@ -157,7 +162,7 @@ def segmentation_model(
     images, masks, _ = load_samples(object_store, train_rows)
     if champion is None:
         mode = "bootstrap"
-        model = build_model()
+        model = build_model(architecture=config.architecture)
         syn_images, syn_masks, _ = synthetic_samples(config.bootstrap_images, SYNTHETIC_BOOTSTRAP_SEED, sample_side)
         learning_rate, budget = config.bootstrap_learning_rate, config.bootstrap_seconds
     else:
@@ -183,12 +188,13 @@ def segmentation_model(
     train_config = TrainConfig(
         input_size=config.input_size, batch_size=config.batch_size, max_epochs=config.max_epochs, learning_rate=learning_rate,
         patience=config.patience, max_seconds=budget, seed=config.seed, device=str(device),
+        lr_schedule=config.lr_schedule, boundary_weight=config.boundary_weight,
     )
     model_registry.activate()
     with mlflow.start_run(run_name=f"{mode}-{dataset_version}") as run:
         mlflow.set_tags({"hitl.mode": mode, "hitl.dataset_version": dataset_version, "hitl.parent_version": champion.version if champion else "none", "hitl.dagster_run_id": context.run_id})
         mlflow.log_params({
-            "mode": mode, "architecture": ARCHITECTURE, "input_size": config.input_size, "batch_size": config.batch_size,
+            "mode": mode, "architecture": architecture_of(model), "lr_schedule": config.lr_schedule, "boundary_weight": config.boundary_weight, "input_size": config.input_size, "batch_size": config.batch_size,
             "max_epochs": config.max_epochs, "learning_rate": learning_rate, "max_seconds": budget, "seed": config.seed,
             "patience": config.patience, "train_images": len(train_idx), "validation_images": len(val_idx), "correction_images": len(train_rows),
             "synthetic_images": len(syn_images), "gold_images": len(gold_images), "gold_source": gold_source,

@@ -8,31 +8,63 @@ import pickle
 import pytest
 import torch
 
-from ml.model import ARCHITECTURE, build_model, load_model_bytes, select_device, state_dict_bytes
+from ml.model import (
+    ARCHITECTURE,
+    ARCHITECTURES,
+    LRASPP,
+    UNET,
+    UNET_SMALL,
+    architecture_of,
+    build_model,
+    load_model_bytes,
+    select_device,
+    state_dict_bytes,
+)
 
 
 def _batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
-def test_architecture_name():
-    assert ARCHITECTURE == "lraspp_mobilenet_v3_large"
+def test_architecture_names():
+    # Registered models predating architecture names are LRASPP; that name must never change.
+    assert LRASPP == "lraspp_mobilenet_v3_large"
+    assert ARCHITECTURE in ARCHITECTURES and set(ARCHITECTURES) == {UNET, LRASPP, UNET_SMALL}
+    assert architecture_of(build_model()) == ARCHITECTURE
+    assert architecture_of(build_model(architecture=LRASPP)) == LRASPP
+    assert architecture_of(torch.nn.Conv2d(1, 1, 1)) == LRASPP
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model(architecture="resnet9000")
 
 
-def test_output_is_one_logit_per_pixel_at_input_size():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("size", [64, 72])
+def test_output_is_one_logit_per_pixel_at_input_size(architecture, size):
     torch.manual_seed(0)
-    model = build_model().eval()
+    model = build_model(architecture=architecture).eval()
     with torch.inference_mode():
-        out = model(torch.randn(2, 3, 64, 64))["out"]
-    assert out.shape == (2, 1, 64, 64)
+        out = model(torch.randn(2, 3, size, size))["out"]
+    assert out.shape == (2, 1, size, size)
     assert out.dtype == torch.float32
 
 
-def test_every_batchnorm_uses_the_requested_momentum():
-    assert {m.momentum for m in _batchnorms(build_model())} == {0.1}
-    assert {m.momentum for m in _batchnorms(build_model(bn_momentum=0.05))} == {0.05}
-    # The backbone alone has dozens; a missed layer would leave part of the net at 0.01.
-    assert len(_batchnorms(build_model())) > 30
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_batchnorm_uses_the_requested_momentum(architecture):
+    assert {m.momentum for m in _batchnorms(build_model(architecture=architecture))} == {0.1}
+    assert {m.momentum for m in _batchnorms(build_model(bn_momentum=0.05, architecture=architecture))} == {0.05}
+    # The MobileNetV3 backbone alone has dozens; a missed layer would leave part of the net at 0.01.
+    assert len(_batchnorms(build_model(architecture=architecture))) > (30 if architecture != UNET_SMALL else 15)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_loading_builds_the_architecture_the_weights_belong_to(architecture):
+    data = state_dict_bytes(build_model(architecture=architecture))
+    # Named explicitly (a registry tag), and inferred from the keys (versions logged without one).
+    assert architecture_of(load_model_bytes(data, architecture=architecture)) == architecture
+    assert architecture_of(load_model_bytes(data)) == architecture
+    other = LRASPP if architecture != LRASPP else UNET
+    with pytest.raises(RuntimeError):
+        load_model_bytes(data, architecture=other)
 
 
 def test_select_device():

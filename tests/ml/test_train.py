@@ -16,7 +16,9 @@ from ml.data import SegmentationSamples
 from ml.model import build_model
 from ml.train import (
     EpochStats,
+    ProgressSchedule,
     TrainConfig,
+    boundary_band,
     evaluate_iou,
     fit,
     recalibrate_batchnorm,
@@ -195,3 +197,66 @@ def test_train_one_epoch_steps_the_scheduler_per_batch(toy_data):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
     train_one_epoch(model, DataLoader(train, batch_size=16), optimizer, CPU, lr_scheduler=scheduler)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**2)
+
+
+def test_fit_stops_after_max_steps(toy_data, monkeypatch):
+    train, val = toy_data
+    steps = []
+    config = TrainConfig(input_size=SIZE, max_epochs=100, patience=100, max_steps=6, device="cpu", lr_schedule="cosine", bn_recalibration_batches=1)
+    original = train_module.train_one_epoch
+
+    def counting(*args, **kwargs):
+        steps.append(kwargs["max_steps"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", counting)
+    result = fit(build_model(), train, val, config)
+    # 32 toy images at batch 8 with the last batch dropped: 4 steps, then the 2 left.
+    assert steps == [6, 2] and result.stop_reason == "max_steps" and not result.stopped_early
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+    config = TrainConfig(learning_rate=1.0, lr_schedule="cosine", warmup_fraction=0.1, final_lr_fraction=0.0)
+    schedule = ProgressSchedule(optimizer, config, total_steps=100)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(100):
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11])) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[100] == pytest.approx(0.0, abs=1e-9) and lrs[55] == pytest.approx(0.5)
+    constant = ProgressSchedule(optimizer, TrainConfig(learning_rate=0.3), total_steps=10)
+    constant.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.3)
+
+
+def test_cosine_schedule_follows_the_clock_under_a_time_budget(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: clock[0])
+    optimizer = torch.optim.AdamW(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    config = TrainConfig(learning_rate=1.0, lr_schedule="cosine", warmup_fraction=0.0, final_lr_fraction=0.0, max_seconds=10.0)
+    schedule = ProgressSchedule(optimizer, config, total_steps=10_000)
+    clock[0] = 5.0
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5, abs=1e-3)
+    clock[0] = 20.0
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_boundary_band_and_weighted_loss():
+    target = torch.zeros(1, 1, 12, 12)
+    target[:, :, 4:8, 4:8] = 1
+    band = boundary_band(target, 1)
+    # A 1-px band each side of the square's edge: the 6x6 dilation minus the 2x2 erosion.
+    assert band.sum() == 36 - 4 and band[0, 0, 5, 5] == 0 and band[0, 0, 3, 3] == 1 and band[0, 0, 0, 0] == 0
+    logits = torch.zeros_like(target)
+    logits[:, :, 4:8, 4:8] = 10.0
+    logits[:, :, 4, 4:8] = -10.0  # one edge row wrong
+    plain = segmentation_loss(logits, target)
+    weighted = segmentation_loss(logits, target, boundary_weight=5.0, boundary_width=1)
+    assert weighted > plain
+    right = segmentation_loss(target * 20 - 10, target, boundary_weight=5.0)
+    assert right < 0.05
