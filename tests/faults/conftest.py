@@ -40,4 +40,12 @@ def pytest_sessionfinish(session, exitstatus):
         return
     path = faults_json_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_ROWS, indent=2) + "\n")
+    # A session running only some scenarios updates their rows and keeps the others' (`make faults`
+    # starts from an empty file, so its report holds exactly the scenarios it ran).
+    kept = []
+    if path.exists():
+        try:
+            kept = [row for row in json.loads(path.read_text()) if row.get("scenario") not in {r["scenario"] for r in _ROWS}]
+        except (ValueError, AttributeError, TypeError):
+            kept = []
+    path.write_text(json.dumps(sorted(kept + _ROWS, key=lambda row: row["scenario"]), indent=2) + "\n")
