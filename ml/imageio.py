@@ -425,6 +425,8 @@ def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     im, fmt = _open(data, name, MAX_PIXELS)
     try:
+        if fmt == "PNG":  # damaged bytes must not decode to silent garbage here either
+            _check_png_chunks(data, name)
         orientation = _orientation(im)
         target = None
         if max_side is not None and max(im.size) > max_side:
@@ -502,6 +504,8 @@ def decode_mask(data: bytes, name: str = "mask") -> np.ndarray:
     """
     im, fmt = _open(data, name, MAX_PIXELS)
     try:
+        if fmt == "PNG":
+            _check_png_chunks(data, name)
         orientation = _orientation(im)
         _decode(im, name, fmt)
         try:

@@ -38,7 +38,11 @@ def predict_probabilities(
         # Resizing one batch at a time keeps memory bounded by batch_size, not by len(images).
         for start in range(0, len(images), batch_size):
             chunk = [resize_for_model(image, input_size) for image in images[start : start + batch_size]]
-            batch = to_tensor_batch(chunk).to(device, non_blocking=True)
+            batch = to_tensor_batch(chunk)
+            if device.type == "cuda":
+                # Page-locked host memory lets the copy to the GPU run asynchronously.
+                batch = batch.pin_memory()
+            batch = batch.to(device, non_blocking=True)
             autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if use_half else contextlib.nullcontext()
             with autocast:
                 logits = model(batch)["out"][:, 0]

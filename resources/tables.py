@@ -25,9 +25,19 @@ def write_table(store: ObjectStore, name: str, frame: pd.DataFrame, partition: s
     return store.put_bytes(table_key(name, partition), buffer.getvalue(), "application/vnd.apache.parquet")
 
 
-def read_table(store: ObjectStore, name: str, partition: str | None = None) -> pd.DataFrame:
-    """Read one table partition; FileNotFoundError naming it when it was never written."""
-    return pd.read_parquet(io.BytesIO(store.get_bytes(table_key(name, partition))))
+def read_table(store: ObjectStore, name: str, partition: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one table partition; FileNotFoundError naming it when it was never written.
+
+    ``columns``: read only these (those the partition has; a column written by a later version is skipped).
+    """
+    data = io.BytesIO(store.get_bytes(table_key(name, partition)))
+    if columns is not None:
+        import pyarrow.parquet as pq
+
+        present = set(pq.ParquetFile(data).schema_arrow.names)
+        columns = [c for c in columns if c in present]
+        data.seek(0)
+    return pd.read_parquet(data, columns=columns)
 
 
 def table_partitions(store: ObjectStore, name: str) -> list[str]:
@@ -40,13 +50,13 @@ def table_partitions(store: ObjectStore, name: str) -> list[str]:
     ]
 
 
-def read_partitions(store: ObjectStore, name: str, partitions: list[str] | None = None) -> pd.DataFrame:
-    """Concatenate partitions of a table (all written ones by default) with a ``batch`` column."""
+def read_partitions(store: ObjectStore, name: str, partitions: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Concatenate partitions of a table (all written ones by default) with a ``batch`` column (``columns``: only these)."""
     keys = table_partitions(store, name) if partitions is None else partitions
     frames = []
     for partition in keys:
         try:
-            frame = read_table(store, name, partition)
+            frame = read_table(store, name, partition, columns=columns)
         except FileNotFoundError:
             continue
         frames.append(frame.assign(batch=partition) if "batch" not in frame.columns else frame)

@@ -38,7 +38,7 @@ def dataset_items(decisions: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["image_id", "batch", "sku", "category", "file", "image_key", "mask_key", "source", "event_id", "policy_version"])
     ordered = decisions.sort_values("event_id")
     grouped = ordered.groupby("image_id")
-    rejected = grouped["decision"].agg(lambda d: bool((d == "reject").any()))
+    rejected = ordered["decision"].eq("reject").groupby(ordered["image_id"]).any()
     last = grouped.tail(1).set_index("image_id")
     corrections = ordered[ordered["decision"] == "correct"].groupby("image_id").tail(1).set_index("image_id")
     items = last.loc[~rejected.reindex(last.index).values].copy()
@@ -69,7 +69,7 @@ def ensure_sample(store: ObjectStore, item: dict, max_side: int) -> tuple[str, s
 
 def dataset_version(frame: pd.DataFrame) -> str:
     """Content hash of the dataset: same images, masks and splits give the same version."""
-    lines = sorted(f"{r.image_id}:{r.mask_digest}:{r.split}" for r in frame.itertuples())
+    lines = sorted((frame["image_id"].astype(str) + ":" + frame["mask_digest"].astype(str) + ":" + frame["split"].astype(str)).tolist())
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
 

@@ -47,6 +47,7 @@ METRIC_COLUMNS = [
     "correction_rate", "review_seconds_per_item", "audited", "audit_failures", "false_negative_rate",
     "fn_low", "fn_high",
 ]
+QUEUE_COLUMNS = ["image_id", "batch", "category", "route", "audit", "double_review", "gold", "model_version", "policy_version"]
 AGREEMENT_COLUMNS = ["pairs", "pair_agreement", "kappa", "mask_pairs", "mean_pair_iou"]
 REVIEWER_COLUMNS = [
     "reviewer", "decisions", "review_seconds_per_item", "approve_rate", "pairs", "pair_agreement", "agreement_low",
@@ -91,9 +92,10 @@ def image_outcomes(queue: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame
     if len(decisions) and "kind" in decisions.columns:
         decisions = decisions[decisions["kind"].astype(str) != GOLD_KIND]
     status = final_status(queue, decisions)
-    per_image = decisions.groupby("image_id").agg(
-        human_corrected=("decision", lambda d: bool((d == "correct").any())),
-    ) if len(decisions) else pd.DataFrame({"human_corrected": pd.Series(dtype=bool)})
+    per_image = (
+        decisions["decision"].eq("correct").groupby(decisions["image_id"]).any().rename("human_corrected").to_frame()
+        if len(decisions) else pd.DataFrame({"human_corrected": pd.Series(dtype=bool)})
+    )
     status = status.merge(per_image, left_on="image_id", right_index=True, how="left")
     status["reviewed"] = status["final_status"].isin(["approved_human", "approved_corrected", "rejected"])
     status["corrected"] = status["reviewed"] & status["human_corrected"].fillna(False).astype(bool)
@@ -113,7 +115,7 @@ def summarise(status: pd.DataFrame, decisions: pd.DataFrame, by: list[str], meth
     out = pd.DataFrame({
         "images": grouped.size(),
         "auto_approved": grouped["auto"].sum(),
-        "escalated": grouped["auto"].apply(lambda s: int((~s).sum())),
+        "escalated": grouped.size() - grouped["auto"].sum(),
         "reviewed_images": grouped["reviewed"].sum(),
         "corrected": grouped["corrected"].sum(),
         "rejected": grouped["rejected_flag"].sum(),
@@ -127,8 +129,12 @@ def summarise(status: pd.DataFrame, decisions: pd.DataFrame, by: list[str], meth
     out["fn_low"], out["fn_high"] = low, high  # no audits: [0, 1], nothing is known
     if len(decisions):
         decisions = decisions[decisions["kind"].astype(str) != GOLD_KIND] if "kind" in decisions.columns else decisions
-        keys = status[["image_id", *[c for c in by if c != "image_id"]]].drop_duplicates("image_id")
-        seconds = decisions.drop(columns=[c for c in by if c in decisions.columns and c != "image_id"]).merge(keys, on="image_id", how="inner")
+        # each decision takes its image's group from ``status`` (one hash lookup, no join of every column)
+        first = ~status["image_id"].duplicated()
+        position = pd.Index(status.loc[first, "image_id"]).get_indexer(decisions["image_id"])
+        hit = position >= 0
+        seconds = pd.DataFrame({c: status.loc[first, c].to_numpy()[position[hit]] for c in by})
+        seconds["seconds"] = decisions["seconds"].to_numpy()[hit]
         out["review_seconds_per_item"] = seconds.groupby(by, dropna=False)["seconds"].mean()
     else:
         out["review_seconds_per_item"] = float("nan")
@@ -155,6 +161,13 @@ def _final_mask(row: dict | pd.Series, side: str = "") -> str:
     return ""
 
 
+def _final_masks(decision: pd.Series, corrected: pd.Series, mask: pd.Series) -> np.ndarray:
+    """:func:`_final_mask` for whole columns at once."""
+    corrected = corrected.fillna("").astype(str).to_numpy()
+    mask = mask.fillna("").astype(str).to_numpy()
+    return np.where(decision.eq("correct").to_numpy(), corrected, np.where(decision.eq("approve").to_numpy(), mask, "")).astype(object)
+
+
 def review_pairs(decisions: pd.DataFrame) -> pd.DataFrame:
     """One row per double-reviewed image (per batch) whose two slots are both decided.
 
@@ -175,8 +188,8 @@ def review_pairs(decisions: pd.DataFrame) -> pd.DataFrame:
     pairs["category"] = pairs["category_a"]
     pairs["approve_a"] = pairs["decision_a"] == "approve"
     pairs["approve_b"] = pairs["decision_b"] == "approve"
-    pairs["mask_a"] = [_final_mask(r, "_a") for r in pairs.to_dict("records")]
-    pairs["mask_b"] = [_final_mask(r, "_b") for r in pairs.to_dict("records")]
+    pairs["mask_a"] = _final_masks(pairs["decision_a"], pairs["corrected_mask_key_a"], pairs["mask_key_a"])
+    pairs["mask_b"] = _final_masks(pairs["decision_b"], pairs["corrected_mask_key_b"], pairs["mask_key_b"])
     pairs["agree"] = pairs["approve_a"] == pairs["approve_b"]
     return pairs[columns]
 
@@ -270,7 +283,8 @@ def gold_scores(decisions: pd.DataFrame, truth: pd.DataFrame, iou: Callable[[str
     ai_iou = np.array([iou(m, t) for m, t in zip(scored["mask_key"], scored["truth_mask_key"])], dtype=float)
     scored["should_approve"] = ai_iou >= iou_threshold
     scored["correct"] = (scored["decision"] == "approve") == scored["should_approve"]
-    scored["mask_iou"] = [iou(_final_mask(r), r["truth_mask_key"]) for r in scored.to_dict("records")]
+    finals = _final_masks(scored["decision"], scored["corrected_mask_key"], scored["mask_key"])
+    scored["mask_iou"] = np.array([iou(m, t) for m, t in zip(finals, scored["truth_mask_key"])], dtype=float)
     return scored[columns].reset_index(drop=True)
 
 
@@ -326,10 +340,16 @@ def reviewer_metrics(
             }))
     by_pair = pd.concat(sides, ignore_index=True) if sides else pd.DataFrame(columns=["reviewer", "approve", "other_approve", "agree", "iou"])
     approve = decisions["decision"] == "approve"
+    # per-reviewer slices and counts computed once (not one scan of every table per reviewer)
+    pairs_of = dict(tuple(by_pair.groupby("reviewer"))) if len(by_pair) else {}
+    scores_of = dict(tuple(scores.groupby("reviewer"))) if len(scores) else {}
+    decided_by = decisions["reviewer"].value_counts()
+    approved_by = decisions.loc[approve, "reviewer"].value_counts()
+    total_decided, total_approved = len(decisions), int(approve.sum())
     rows = []
     for reviewer, mine in timed.groupby("reviewer"):
-        pair_rows = by_pair[by_pair["reviewer"] == reviewer]
-        gold = scores[scores["reviewer"] == reviewer] if len(scores) else scores
+        pair_rows = pairs_of.get(reviewer, by_pair.iloc[:0])
+        gold = scores_of.get(reviewer, scores.iloc[:0])
         n_pairs, agree = len(pair_rows), int(pair_rows["agree"].sum()) if len(pair_rows) else 0
         a_low, a_high = proportion_interval(agree, n_pairs, config.interval, config.confidence)
         n_gold, gold_right = len(gold), int(gold["correct"].sum()) if len(gold) else 0
@@ -373,10 +393,11 @@ def reviewer_metrics(
             why.append(f"agrees with co-reviewers on {row['pair_agreement']:.0%} (at most {row['agreement_high']:.0%}) below {config.min_agreement:.0%}")
         if row["mask_pairs"] >= config.min_scored_items and row["mean_pair_iou"] < config.min_pair_iou:
             why.append(f"mask IoU with co-reviewers {row['mean_pair_iou']:.2f} below {config.min_pair_iou:.2f}")
-        others = decisions["reviewer"] != row["reviewer"]
-        n_mine, n_others = int((~others).sum()), int(others.sum())
+        n_mine = int(decided_by.get(row["reviewer"], 0))
+        n_others = total_decided - n_mine
         if n_mine >= config.min_scored_items and n_others >= config.min_scored_items:
-            k_mine, k_others = int(approve[~others].sum()), int(approve[others].sum())
+            k_mine = int(approved_by.get(row["reviewer"], 0))
+            k_others = total_approved - k_mine
             gap = k_mine / n_mine - k_others / n_others
             if abs(gap) >= config.outlier_min_gap and proportion_difference_pvalue(k_mine, n_mine, k_others, n_others) < config.outlier_p_value:
                 why.append(f"approves {k_mine / n_mine:.0%} of items, other reviewers {k_others / n_others:.0%}")
@@ -589,7 +610,10 @@ def _levels(parts: list[tuple[str, pd.DataFrame, list[str]]]) -> pd.DataFrame:
             continue
         f = frame.copy()
         f["level"] = level
-        f["key"] = f[by].astype(str).agg("/".join, axis=1) if by else "all"
+        key = f[by[0]].astype(str) if by else "all"
+        for column in by[1:]:
+            key = key + "/" + f[column].astype(str)
+        f["key"] = key
         frames.append(f)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["level", "key"])
     front = ["level", "key", "day", "batch", "category", "reviewer"]
@@ -597,6 +621,66 @@ def _levels(parts: list[tuple[str, pd.DataFrame, list[str]]]) -> pd.DataFrame:
         if column not in table.columns:
             table[column] = pd.NA
     return table[front + [c for c in table.columns if c not in front]]
+
+
+def metrics_tables(
+    queue: pd.DataFrame, all_decisions: pd.DataFrame, order: pd.DataFrame, truth: pd.DataFrame,
+    iou: Callable[[str, str], float], config: MetricsConfig, break_after_items: int = 50,
+) -> dict[str, pd.DataFrame]:
+    """Every table of ``hitl_metrics`` from the routed images, the latest decisions, the batch order and the gold truth.
+
+    Pure pandas (no store, no plots): linear in the number of images and decisions.
+    Keys: status, pairs, scores, per_batch, per_day, per_category, batch_category, overall,
+    reviewers, fatigue, drift and ``table`` (all levels in one frame, as the asset outputs).
+    """
+    method, confidence = config.interval, config.confidence
+    # Only the routing columns the metrics read: at a million images the other columns (keys, signals) are most of the memory.
+    queue = queue[[c for c in QUEUE_COLUMNS if c in queue.columns]] if len(queue) else queue
+    decisions = all_decisions[all_decisions["kind"] != GOLD_KIND] if len(all_decisions) else all_decisions
+    status = image_outcomes(queue, decisions) if len(queue) else pd.DataFrame()
+    if len(status):
+        status = status.merge(order[["batch", "day"]], on="batch", how="left")
+        status["day"] = status["day"].fillna("unknown")
+        status["scope"] = "all"
+    decisions = decisions.merge(order[["batch", "day"]], on="batch", how="left") if len(decisions) else decisions
+
+    pairs = review_pairs(all_decisions)
+    if len(pairs):
+        pairs["iou"] = np.array([iou(a, b) for a, b in zip(pairs["mask_a"], pairs["mask_b"])], dtype=float)
+        pairs = pairs.merge(order[["batch", "day"]], on="batch", how="left")
+        pairs["scope"] = "all"
+    scores = gold_scores(all_decisions, truth, iou, config.gold_iou_threshold)
+
+    def level(by: list[str]) -> pd.DataFrame:
+        if status.empty:
+            return pd.DataFrame(columns=[*by, *METRIC_COLUMNS, *AGREEMENT_COLUMNS])
+        rates = summarise(status, decisions, by, method, confidence)
+        agreement = agreement_metrics(pairs, by) if len(pairs) else pd.DataFrame(columns=[*by, *AGREEMENT_COLUMNS])
+        return rates.merge(agreement, on=by, how="left")
+
+    per_batch = level(["batch"])
+    if len(per_batch):
+        per_batch = per_batch.merge(order[["batch", "day", "order"]], on="batch", how="left").sort_values(["order", "batch"]).drop(columns="order")
+    per_day = level(["day"])
+    per_category = level(["category"])
+    batch_category = level(["batch", "category"])
+    overall = level(["scope"])
+    reviewers, fatigue = reviewer_metrics(all_decisions, pairs, scores, config, break_after_items)
+    drift = correction_drift(status, order, config) if len(status) else pd.DataFrame(columns=DRIFT_COLUMNS)
+    table = _levels([
+        ("overall", overall.drop(columns="scope", errors="ignore"), []),
+        ("day", per_day, ["day"]),
+        ("batch", per_batch, ["batch"]),
+        ("category", per_category, ["category"]),
+        ("batch_category", batch_category, ["batch", "category"]),
+        ("reviewer", reviewers, ["reviewer"]),
+        ("fatigue", fatigue, ["reviewer", "positions"]),
+    ])
+    return {
+        "status": status, "pairs": pairs, "scores": scores, "per_batch": per_batch, "per_day": per_day,
+        "per_category": per_category, "batch_category": batch_category, "overall": overall, "reviewers": reviewers,
+        "fatigue": fatigue, "drift": drift, "table": table,
+    }
 
 
 # ----------------------------------------------------------------------------- the asset
@@ -613,63 +697,28 @@ def _levels(parts: list[tuple[str, pd.DataFrame, list[str]]]) -> pd.DataFrame:
 def hitl_metrics(context: dg.AssetExecutionContext, config: MetricsConfig, object_store: ObjectStore, review_store: ReviewStore, tolerance_policy: TolerancePolicy):
     """Automation, corrections, review time, false negatives with 95 % intervals, agreement, reviewer accuracy, fatigue and drift."""
     method, confidence = config.interval, config.confidence
-    queue = read_partitions(object_store, "review_queue") if table_partitions(object_store, "review_queue") else pd.DataFrame()
+    queue = read_partitions(object_store, "review_queue", columns=QUEUE_COLUMNS) if table_partitions(object_store, "review_queue") else pd.DataFrame()
     all_decisions = review_store.latest_decisions()
     if len(queue) and len(all_decisions):
         batch_of = queue[["image_id", "batch"]].drop_duplicates("image_id", keep="last")
         missing = ~all_decisions["batch"].isin(set(queue["batch"]))
         if missing.any():  # tasks of batches whose queue table is gone: attribute by image
             all_decisions.loc[missing, "batch"] = all_decisions.loc[missing, "image_id"].map(batch_of.set_index("image_id")["batch"])
-    decisions = all_decisions[all_decisions["kind"] != GOLD_KIND] if len(all_decisions) else all_decisions
     order = batch_order(object_store, review_store.tasks())
-    status = image_outcomes(queue, decisions) if len(queue) else pd.DataFrame()
-    if len(status):
-        status = status.merge(order[["batch", "day"]], on="batch", how="left")
-        status["day"] = status["day"].fillna("unknown")
-        status["scope"] = "all"
-    decisions = decisions.merge(order[["batch", "day"]], on="batch", how="left") if len(decisions) else decisions
-
-    iou = MaskIoU(object_store)
-    pairs = review_pairs(all_decisions)
-    if len(pairs):
-        pairs["iou"] = [iou(a, b) for a, b in zip(pairs["mask_a"], pairs["mask_b"])]
-        pairs = pairs.merge(order[["batch", "day"]], on="batch", how="left")
-        pairs["scope"] = "all"
-    scores = gold_scores(all_decisions, _gold_truth(object_store), iou, config.gold_iou_threshold)
-    iou.save()
-
-    def level(by: list[str]) -> pd.DataFrame:
-        if status.empty:
-            return pd.DataFrame(columns=[*by, *METRIC_COLUMNS, *AGREEMENT_COLUMNS])
-        rates = summarise(status, decisions, by, method, confidence)
-        agreement = agreement_metrics(pairs, by) if len(pairs) else pd.DataFrame(columns=[*by, *AGREEMENT_COLUMNS])
-        return rates.merge(agreement, on=by, how="left")
-
-    per_batch = level(["batch"])
-    if len(per_batch):
-        per_batch = per_batch.merge(order[["batch", "day", "order"]], on="batch", how="left").sort_values(["order", "batch"]).drop(columns="order")
-    per_day = level(["day"])
-    per_category = level(["category"])
-    batch_category = level(["batch", "category"])
-    overall = level(["scope"])
     try:
         policy = tolerance_policy.load()
     except ValueError as err:  # metrics still run on history made under an earlier, valid policy
         context.log.warning(f"tolerance policy unreadable, using default review settings: {err}")
         policy = None
     break_after = policy.review.break_after_items if policy is not None else 50
-    reviewers, fatigue = reviewer_metrics(all_decisions, pairs, scores, config, break_after)
-    drift = correction_drift(status, order, config) if len(status) else pd.DataFrame(columns=DRIFT_COLUMNS)
-
-    table = _levels([
-        ("overall", overall.drop(columns="scope", errors="ignore"), []),
-        ("day", per_day, ["day"]),
-        ("batch", per_batch, ["batch"]),
-        ("category", per_category, ["category"]),
-        ("batch_category", batch_category, ["batch", "category"]),
-        ("reviewer", reviewers, ["reviewer"]),
-        ("fatigue", fatigue, ["reviewer", "positions"]),
-    ])
+    iou = MaskIoU(object_store)
+    tables = metrics_tables(queue, all_decisions, order, _gold_truth(object_store), iou, config, break_after)
+    iou.save()
+    status, pairs, scores, drift = tables["status"], tables["pairs"], tables["scores"], tables["drift"]
+    per_batch, per_day, per_category = tables["per_batch"], tables["per_day"], tables["per_category"]
+    batch_category, overall, reviewers, fatigue, table = (
+        tables["batch_category"], tables["overall"], tables["reviewers"], tables["fatigue"], tables["table"]
+    )
 
     plots = metrics_plots(per_batch, per_category, overall, reviewers, fatigue, batch_category, drift)
     keys = {}

@@ -312,3 +312,48 @@ def test_postprocess_memory_stays_bounded():
     # allowed beyond the outputs: about one uint8 copy of the photo (shadow map, strips) plus the
     # fixed-size working copy; a float32 copy of the photo alone would be 4 x img.nbytes
     assert peak < outputs + img.nbytes + 24 * 2**20
+
+
+# --------------------------------------------------------------------------- speed-ups (issue 8): same results
+
+
+def _guided_filter_per_plane(guide, p, radius, eps):
+    """The colour guided filter written plane by plane (the form the multi-channel version replaced)."""
+    from ml.postprocess import _box
+
+    chans = [np.ascontiguousarray(guide[..., c]) for c in range(3)]
+    means = [_box(c, radius) for c in chans]
+    mp = _box(p, radius)
+    cov = [_box(c * p, radius) - m * mp for c, m in zip(chans, means)]
+    sigma = np.empty(p.shape + (3, 3), np.float64)
+    for i in range(3):
+        for j in range(3):
+            sigma[..., i, j] = _box(chans[i] * chans[j], radius) - means[i] * means[j] + (eps if i == j else 0.0)
+    a = np.linalg.solve(sigma, np.stack(cov, axis=-1)[..., None])[..., 0].astype(np.float32)
+    b = mp - sum(a[..., i] * means[i] for i in range(3))
+    return sum(_box(np.ascontiguousarray(a[..., i]), radius) * chans[i] for i in range(3)) + _box(b, radius)
+
+
+def test_guided_filter_matches_the_per_plane_definition():
+    from ml.postprocess import _guided_filter
+
+    rng = np.random.default_rng(0)
+    img, mask, _ = product_scene(120, 160)
+    guide = img.astype(np.float32) / 255.0
+    p = np.clip(cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3) + rng.normal(0, 0.02, mask.shape).astype(np.float32), 0, 1)
+    fast = _guided_filter(guide, p, radius=4, eps=1e-3)
+    reference = _guided_filter_per_plane(guide, p, radius=4, eps=1e-3)
+    np.testing.assert_allclose(fast, reference, atol=2e-3)
+
+
+def test_postprocess_reports_stage_timings_without_changing_the_result():
+    img, mask, _ = product_scene(200, 300)
+    prob = cv2.resize(mask.astype(np.float32) / 255.0, (96, 96), interpolation=cv2.INTER_AREA)
+    timings: dict[str, float] = {}
+    timed = postprocess(img, prob, timings=timings)
+    plain = postprocess(img, prob)
+    assert set(timings) == {"refine", "composite"} and all(v >= 0 for v in timings.values())
+    for field in ("alpha", "mask", "composite", "cutout"):
+        assert np.array_equal(getattr(timed, field), getattr(plain, field))
+    postprocess(img, prob, timings=timings)  # accumulates
+    assert timings["refine"] > 0

@@ -1,0 +1,343 @@
+"""Pipeline throughput: the champion's bare forward pass against ai_outputs materialised through Dagster.
+
+On the same images (``--images`` synthetic photos at the model's input size; separately
+``--large`` photos of 6000x4000 pixels) it measures
+
+* the bare forward pass of the champion (``torch.inference_mode``, the best of several batch
+  sizes, on pre-normalised tensors: nothing but the model), and
+* ``ai_outputs`` materialised through Dagster for that batch, end to end (``dg.materialize``:
+  run set-up, champion loaded from the MLflow registry, reading the batch's manifest, decoding,
+  resizing, forward pass, mask upsampling and edge refinement, colour correction, shadow,
+  composite, PNG/JPEG encoding, object-store writes, writing the output table),
+
+and reports images per second for both and their ratio, ai_outputs' per-stage seconds (summed
+over the threads that ran them, so they may add up to more than the wall time), peak RSS, the
+mean seconds and memory beyond the model for 6000x4000 photos, and peak RSS of ai_outputs on 500
+and 5,000 images (streaming: it must not grow with the batch). Training throughput is
+``benchmarks/training_speed.py``.
+
+Every measurement runs in its own subprocess (its own peak RSS). The bare forward pass is
+measured before and after the pipeline run and the faster of the two is kept, so a noisy machine
+makes the reported ratio worse, never better; CPU seconds per image are reported beside wall
+seconds because they are much less sensitive to other load on a shared machine.
+
+The champion is a randomly initialised network of the default architecture registered in a
+temporary MLflow registry at the input size ``segmentation_model`` trains at (the forward pass
+costs the same whatever the weights). Writes ``$HITL_HOME/bench/pipeline.json``.
+
+    .venv/bin/python benchmarks/pipeline.py            # full run (about 6 minutes on 2 cores)
+    .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
+    .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the 256-image ratio only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import bench_dir, emit, machine, peak_rss_mib, rss_mib, run_phase, table, write_json  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+LARGE_SIZE = (6000, 4000)  # width, height
+STAGE_GROUPS = {  # the issue's stage names -> ai_outputs' stage timers
+    "read_decode": ("read_decode",),
+    "resize": ("resize",),
+    "forward": ("forward",),
+    "mask_upsample_refine": ("refine", "signals"),
+    "composite_colour_shadow": ("composite",),
+    "writes": ("encode", "write"),
+}
+
+
+# ----------------------------------------------------------------------------- set-up (child)
+
+
+def _stores(work: Path):
+    from resources import ModelRegistry, ObjectStore
+
+    store = ObjectStore(root=str(work / "objects"))
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", artifact_location=str(work / "mlartifacts"))
+    return store, registry
+
+
+def phase_setup(params: dict) -> dict:
+    """Register a champion and write the benchmark batches' images and manifests to a temporary object store."""
+    import cv2
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from hitl_assets.assets.training import TrainingConfig
+    from ml.imageio import encode_jpeg
+    from ml.model import build_model
+    from ml.synthetic import generate_item
+    from resources.tables import write_table
+
+    work = Path(params["work"])
+    store, registry = _stores(work)
+    size = int(params.get("input_size") or TrainingConfig().input_size)
+    torch.manual_seed(0)
+    model = build_model().eval()
+    registry.activate()
+    with mlflow.start_run(run_name="bench-champion"):
+        version = registry.log_model(model, size, tags={"gold_iou": "0", "mode": "benchmark"})
+    registry.promote(version, "benchmark champion (random weights: the forward pass costs the same)", actor="benchmark")
+
+    def manifest(files: list[tuple[str, bytes, int, int]], batch: str, rows: int | None = None) -> None:
+        keys = []
+        for name, data, width, height in files:
+            key = f"originals/{batch}/{name}"
+            store.put_bytes(key, data, "image/jpeg")
+            keys.append((name, key, width, height, len(data)))
+        n = rows or len(keys)
+        records = []
+        for i in range(n):  # more rows than files: distinct ids over a pool of files (each row is decoded and written on its own)
+            name, key, width, height, nbytes = keys[i % len(keys)]
+            records.append({
+                "image_id": f"{batch}-{i:06d}", "file": f"{i:06d}-{name}", "also_named": "", "sku": f"SKU-{i:06d}",
+                "category": ("garment", "shoe", "bag", "bottle", "jewellery")[i % 5], "status": "accepted", "reason": "",
+                "detail": "", "width": width, "height": height, "format": "JPEG", "bytes": nbytes, "image_key": key,
+            })
+        write_table(store, "raw_images", pd.DataFrame.from_records(records), batch)
+
+    small = []
+    for i in range(params["images"]):
+        image = generate_item(i, seed=8, max_side=size).image
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)  # at the model's input size
+        small.append((f"small-{i:05d}.jpg", encode_jpeg(image, quality=92), size, size))
+    manifest(small, "small")
+    for n in params["stream"]:
+        manifest(small, f"stream-{n}", rows=n)
+
+    large = []
+    width, height = LARGE_SIZE
+    rng = np.random.default_rng(0)
+    for i in range(params["large"]):
+        image = generate_item(i, seed=9, max_side=1536).image
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+        # sensor noise, so the JPEG carries a real photo's entropy rather than an upscaled smooth image
+        noise = rng.integers(0, 9, size=image.shape, dtype=np.uint8)
+        image = cv2.subtract(cv2.add(image, noise), np.full_like(image, 4))
+        large.append((f"large-{i:02d}.jpg", encode_jpeg(image, quality=90), width, height))
+        del image, noise
+    manifest(large, "large")
+    return {"input_size": size, "model_version": version, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+
+
+# ----------------------------------------------------------------------------- bare forward (child)
+
+
+def phase_bare(params: dict) -> dict:
+    """The champion's forward pass alone on the batch's pre-decoded, pre-normalised images; best batch size."""
+    import torch
+
+    from ml.data import resize_for_model, to_tensor_batch
+    from ml.imageio import load_rgb
+    from ml.model import select_device
+    from resources.tables import read_table
+
+    store, registry = _stores(Path(params["work"]))
+    device = select_device("auto")
+    champion = registry.load_champion(device=str(device))
+    size = champion.input_size
+    frame = read_table(store, "raw_images", params["batch"])
+    images = [resize_for_model(load_rgb(store.get_bytes(k), f), size) for k, f in zip(frame["image_key"], frame["file"])]
+    n = len(images)
+    model = champion.model.eval()
+    half = device.type == "cuda"
+    results = {}
+    with torch.inference_mode():
+        for batch_size in [b for b in params["batch_sizes"] if b <= n] or [n]:
+            batches = [to_tensor_batch(images[i : i + batch_size]) for i in range(0, n, batch_size)]
+            if device.type == "cuda":
+                batches = [b.pin_memory() for b in batches]
+
+            def run() -> None:
+                for b in batches:
+                    x = b.to(device, non_blocking=True)
+                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
+                        out = model(x)["out"]
+                    out.float().cpu()
+
+            run_once = lambda: run()  # noqa: E731
+            for b in batches[:1]:  # warm-up (allocator, kernels)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
+                    model(b.to(device))["out"].float().cpu()
+            best_wall, best_cpu = float("inf"), float("inf")
+            for _ in range(params["repeats"]):
+                wall, cpu = time.perf_counter(), time.process_time()
+                run_once()
+                best_wall = min(best_wall, time.perf_counter() - wall)
+                best_cpu = min(best_cpu, time.process_time() - cpu)
+            results[batch_size] = (best_wall, best_cpu)
+    best = min(results, key=lambda b: results[b][0])
+    wall, cpu = results[best]
+    return {
+        "images": n, "input_size": size, "device": str(device), "best_batch_size": best, "ips": n / wall,
+        "cpu_seconds_per_image": cpu / n, "by_batch_size": {str(b): n / w for b, (w, _) in results.items()},
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+# ----------------------------------------------------------------------------- ai_outputs through Dagster (child)
+
+
+def phase_pipeline(params: dict) -> dict:
+    """ai_outputs for one batch, materialised through Dagster end to end; peak RSS of this process."""
+    import dagster as dg
+
+    from hitl_assets.assets.inference import ai_outputs
+    from hitl_assets.assets.ingest import raw_images
+    from hitl_assets.partitions import batches
+    from ml.model import select_device
+    from resources import ParquetIOManager
+
+    store, registry = _stores(Path(params["work"]))
+    device = select_device("auto")
+    # The model resident before the run, as in a long-lived code server: memory "beyond the model" is measured from here.
+    champion = registry.load_champion(device=str(device))
+    baseline = rss_mib()
+    batch = params["batch"]
+    resources = {"object_store": store, "model_registry": registry, "io_manager": ParquetIOManager(object_store=store)}
+    config = {"ops": {"ai_outputs": {"config": {"batch_size": params.get("batch_size", 16)}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, [batch])
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = dg.materialize(
+            [raw_images, ai_outputs], selection=[ai_outputs], partition_key=batch, resources=resources,
+            instance=instance, run_config=config,
+        )
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        assert result.success
+        materialization = result.asset_materializations_for_node("ai_outputs")[0]
+        metadata = {k: v.value for k, v in materialization.metadata.items()}
+    del champion
+    images = int(metadata["images"])
+    peak = peak_rss_mib()
+    return {
+        "images": images, "seconds": wall, "ips": images / wall, "cpu_seconds_per_image": cpu / images,
+        "asset_seconds": float(metadata["seconds"]), "model_load_seconds": float(metadata["model_load_seconds"]),
+        "stage_seconds": metadata["stage_seconds"], "device": metadata["device"],
+        "peak_rss_mib": peak, "baseline_rss_mib": baseline, "beyond_model_mib": peak - baseline,
+    }
+
+
+PHASES = {"setup": phase_setup, "bare": phase_bare, "pipeline": phase_pipeline}
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def _stage_breakdown(stage_seconds: dict) -> dict:
+    return {name: round(sum(float(stage_seconds.get(s, 0.0)) for s in parts), 4) for name, parts in STAGE_GROUPS.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test of the benchmark, under a minute)")
+    parser.add_argument("--images", type=int, help="synthetic images at the model's input size (default 256)")
+    parser.add_argument("--large", type=int, help="6000x4000 photos (default 8)")
+    parser.add_argument("--stream", type=str, help="comma-separated batch sizes for the streaming-memory run (default 500,5000; '' skips it)")
+    parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/pipeline.json)")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        emit(PHASES[args.phase](json.loads(args.params)))
+        return {}
+
+    quick = args.quick
+    n_images = args.images or (32 if quick else 256)
+    n_large = args.large if args.large is not None else (1 if quick else 8)
+    stream = [int(s) for s in (("40,160" if quick else "500,5000") if args.stream is None else args.stream).split(",") if s]
+    out_path = args.out or bench_dir() / "pipeline.json"
+    work = bench_dir() / "pipeline_work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    base = {"work": str(work)}
+    log = lambda message: print(f"[pipeline] {message}", flush=True)  # noqa: E731
+    try:
+        log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
+        setup = run_phase(SCRIPT, "setup", {**base, "images": n_images, "large": n_large, "stream": stream})
+        bare_params = {**base, "batch": "small", "batch_sizes": [8, 16, 32], "repeats": 1}
+        log("bare forward pass")
+        bare_before = run_phase(SCRIPT, "bare", bare_params)
+        log("ai_outputs through Dagster")
+        pipe = run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": bare_before["best_batch_size"]})
+        log("bare forward pass (again, after, at the best batch size)")
+        bare_after = run_phase(SCRIPT, "bare", {**bare_params, "batch_sizes": [bare_before["best_batch_size"]]})
+        bare = max(bare_before, bare_after, key=lambda r: r["ips"])  # the faster: a noisy machine can only lower the ratio
+        large = None
+        if n_large:
+            log(f"ai_outputs on {n_large} photos of {LARGE_SIZE[0]}x{LARGE_SIZE[1]}")
+            large = run_phase(SCRIPT, "pipeline", {**base, "batch": "large", "batch_size": 16})
+        streaming = []
+        for n in stream:
+            log(f"streaming: ai_outputs on {n} images")
+            r = run_phase(SCRIPT, "pipeline", {**base, "batch": f"stream-{n}", "batch_size": bare_before["best_batch_size"]})
+            streaming.append({"images": n, "peak_rss_mib": r["peak_rss_mib"], "beyond_model_mib": r["beyond_model_mib"],
+                              "seconds": r["seconds"], "ips": r["ips"]})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ratio = pipe["ips"] / bare["ips"]
+    report = {
+        "images": pipe["images"],
+        "input_size": setup["input_size"],
+        "bare_forward_ips": bare["ips"],
+        "bare_forward_batch_size": bare["best_batch_size"],
+        "bare_forward_ips_by_batch_size": bare["by_batch_size"],
+        "bare_forward_ips_runs": [bare_before["ips"], bare_after["ips"]],
+        "pipeline_ips": pipe["ips"],
+        "ratio": ratio,
+        "pipeline_seconds": pipe["seconds"],
+        "pipeline_fixed_seconds": pipe["seconds"] - pipe["asset_seconds"] + pipe["model_load_seconds"],
+        "pipeline_steady_ips": pipe["images"] / (pipe["asset_seconds"] - pipe["model_load_seconds"]),
+        "cpu_seconds_per_image": {"bare_forward": bare["cpu_seconds_per_image"], "pipeline": pipe["cpu_seconds_per_image"]},
+        "ratio_cpu": bare["cpu_seconds_per_image"] / pipe["cpu_seconds_per_image"],
+        "stages": _stage_breakdown(pipe["stage_seconds"]),
+        "stage_timers": pipe["stage_seconds"],
+        "peak_rss_mib": pipe["peak_rss_mib"],
+        "large_images": n_large,
+        "large_image_seconds": large["seconds"] / large["images"] if large else None,
+        "large_image_stages": _stage_breakdown(large["stage_seconds"]) if large else None,
+        "large_image_peak_rss_mib": large["peak_rss_mib"] if large else None,
+        "large_image_beyond_model_mib": large["beyond_model_mib"] if large else None,
+        "large_image_mean_jpeg_mib": setup["large_mean_bytes"] / 2**20,
+        "streaming": streaming,
+        "device": pipe["device"],
+        "machine": machine(),
+        "quick": quick,
+        "command": "make bench  (or: .venv/bin/python benchmarks/pipeline.py" + (" --quick" if quick else "") + ")",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json(out_path, report)
+    print(summary_table(report))
+    print(f"[pipeline] wrote {out_path}")
+    return report
+
+
+def summary_table(r: dict) -> str:
+    rows = [
+        ["bare forward", f"{r['bare_forward_ips']:.1f} img/s", f"batch {r['bare_forward_batch_size']}, {r['images']} images at {r['input_size']} px"],
+        ["ai_outputs (Dagster, end to end)", f"{r['pipeline_ips']:.1f} img/s", f"ratio {r['ratio']:.2f} (CPU-time ratio {r['ratio_cpu']:.2f}); steady state {r['pipeline_steady_ips']:.1f} img/s"],
+        ["peak RSS", f"{r['peak_rss_mib']:.0f} MiB", ""],
+    ]
+    rows += [[f"  stage {k}", f"{v:.2f} s", ""] for k, v in r["stages"].items()]
+    if r.get("large_image_seconds") is not None:
+        rows.append(["6000x4000 photo", f"{r['large_image_seconds']:.2f} s", f"peak RSS {r['large_image_peak_rss_mib']:.0f} MiB, {r['large_image_beyond_model_mib']:.0f} MiB beyond the model"])
+    for s in r["streaming"]:
+        rows.append([f"streaming {s['images']} images", f"{s['peak_rss_mib']:.0f} MiB", f"{s['ips']:.1f} img/s"])
+    return table(rows, ["pipeline", "value", "notes"])
+
+
+if __name__ == "__main__":
+    main()

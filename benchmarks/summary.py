@@ -1,0 +1,116 @@
+"""One table of every benchmark's figures: reads every JSON file under ``$HITL_HOME/bench`` (run last by `make bench`).
+
+Known files (pipeline.json, catalog_scale.json, training_speed.json) get their headline figures
+and goals; any other file (other benchmarks) gets its top-level numbers, or its last row if it is
+a list of rows.
+
+    .venv/bin/python benchmarks/summary.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import bench_dir, table  # noqa: E402
+
+HEADERS = ["benchmark", "figure", "value", "goal"]
+
+
+def _ok(flag: bool) -> str:
+    return "met" if flag else "NOT met"
+
+
+def pipeline_rows(r: dict) -> list[list]:
+    rows = [
+        ["pipeline", f"bare forward ({r.get('device')}, {r.get('images')} images)", f"{r['bare_forward_ips']:.1f} img/s", ""],
+        ["pipeline", "ai_outputs through Dagster", f"{r['pipeline_ips']:.1f} img/s", ""],
+        ["pipeline", "ratio", f"{r['ratio']:.2f}", f">= 0.8: {_ok(r['ratio'] >= 0.8)}"],
+        ["pipeline", "peak RSS", f"{r['peak_rss_mib']:.0f} MiB", ""],
+    ]
+    for name, seconds in (r.get("stages") or {}).items():
+        rows.append(["pipeline", f"  stage {name} (summed over threads)", f"{seconds:.2f} s", ""])
+    if r.get("large_image_seconds") is not None:
+        beyond = r.get("large_image_beyond_model_mib")
+        rows.append(["pipeline", "6000x4000 photo, mean", f"{r['large_image_seconds']:.2f} s", f"< 3 s: {_ok(r['large_image_seconds'] < 3)}"])
+        rows.append(["pipeline", "6000x4000 photos, peak RSS (beyond the model)", f"{r['large_image_peak_rss_mib']:.0f} MiB ({beyond:.0f})",
+                     f"< 1.5 GiB beyond: {_ok(beyond is not None and beyond < 1536)}"])
+    streaming = r.get("streaming") or []
+    for s in streaming:
+        rows.append(["pipeline", f"streaming {s['images']:,} images, peak RSS", f"{s['peak_rss_mib']:.0f} MiB", ""])
+    if len(streaming) >= 2:
+        growth = streaming[-1]["peak_rss_mib"] - streaming[0]["peak_rss_mib"]
+        rows[-1][3] = f"flat (+{growth:.0f} MiB): {_ok(growth < 0.1 * streaming[0]['peak_rss_mib'])}"
+    return rows
+
+
+def catalog_rows(rows_in: list[dict]) -> list[list]:
+    rows = []
+    for r in rows_in:
+        goal = ""
+        if r["rows"] >= 1_000_000:
+            growth = r.get("growth_vs_tenth")
+            ok = r["seconds"] < 30 and r["peak_rss_mib"] < 2048 and (growth is None or growth <= 12)
+            goal = f"< 30 s, < 2 GiB, <= 12x 100k ({growth:.1f}x): {_ok(ok)}" if growth is not None else f"< 30 s, < 2 GiB: {_ok(ok)}"
+        cpu = r.get("cpu_seconds")
+        cpu_text = f" ({cpu:.2f} s CPU)" if isinstance(cpu, (int, float)) and cpu == cpu else ""
+        rows.append(["catalog_scale", f"{r['step']} @ {r['rows']:,} rows", f"{r['seconds']:.2f} s{cpu_text}, {r['peak_rss_mib']:.0f} MiB", goal])
+    return rows
+
+
+def training_rows(r: dict) -> list[list]:
+    to = r.get("to_gold_iou_0.85") or {}
+    rows = [["training_speed", f"epoch @256 px per 1000 images ({r.get('device')})", f"{r['seconds_per_epoch_per_1000_images_256px']:.1f} s", ""]]
+    if to:
+        value = f"{to['seconds_to_target']:.0f} s" if to.get("reached") else f"not reached (best {to['best_gold_iou']:.3f})"
+        rows.append(["training_speed", f"from scratch to gold IoU 0.85 (budget {to['budget_seconds']:.0f} s)", value, ""])
+    return rows
+
+
+def generic_rows(name: str, data) -> list[list]:
+    if isinstance(data, list):
+        if not data:
+            return [[name, "rows", "0", ""]]
+        last = data[-1]
+        data = last if isinstance(last, dict) else {"last": last}
+        name = f"{name} (last row)"
+    if not isinstance(data, dict):
+        return [[name, "value", str(data)[:60], ""]]
+    rows = []
+    for key, value in data.items():
+        if isinstance(value, bool) or isinstance(value, (int, float, str)) and not (isinstance(value, str) and len(value) > 60):
+            rows.append([name, key, f"{value:.4g}" if isinstance(value, float) else str(value), ""])
+        if len(rows) >= 12:
+            break
+    return rows
+
+
+KNOWN = {"pipeline": pipeline_rows, "catalog_scale": catalog_rows, "training_speed": training_rows}
+
+
+def summary(directory: Path) -> str:
+    rows: list[list] = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            rows.append([path.stem, "unreadable", str(err)[:60], ""])
+            continue
+        try:
+            rows += KNOWN[path.stem](data) if path.stem in KNOWN else generic_rows(path.stem, data)
+        except (KeyError, TypeError, ValueError) as err:  # a file of an older format: show what can be shown
+            rows += generic_rows(path.stem, data) or [[path.stem, "unexpected format", str(err)[:60], ""]]
+    return table(rows, HEADERS) if rows else f"no benchmark results under {directory}"
+
+
+def main() -> None:
+    directory = bench_dir()
+    print(f"== benchmark summary ({directory})")
+    print(summary(directory))
+
+
+if __name__ == "__main__":
+    main()
