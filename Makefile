@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 export HITL_HOME    ?= $(CURDIR)/.hitl
 export DAGSTER_HOME ?= $(HITL_HOME)/dagster_home
 
-.PHONY: install demo test bench dagster mlflow clean
+.PHONY: install demo test faults bandit bench dagster mlflow clean
 
 # The virtual environment is (re)built when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -21,14 +21,34 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hitl demo
 
-## test: the test suite
+## test: the test suite: everything but the fault scenarios, then the fault scenarios (`make faults`); the bandit scan is a test
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not faults"
+	$(MAKE) --no-print-directory faults
+
+## faults: the fault-injection scenarios only; writes $(HITL_HOME)/bench/faults.json (scenario, survived, lost, duplicated)
+faults: $(STAMP)
+	mkdir -p $(HITL_HOME)/bench
+	rm -f $(HITL_HOME)/bench/faults.json
+	HITL_FAULTS_JSON=$(HITL_HOME)/bench/faults.json $(PY) -m pytest tests/faults -m faults -q
+	@cat $(HITL_HOME)/bench/faults.json
+
+## bandit: static security scan of the product's code (medium and high severity; accepted findings carry `# nosec BXXX # why`)
+bandit: $(STAMP)
+	$(VENV)/bin/bandit -r hitl_assets ml resources -ll -q
 
 ## bench: every benchmark under benchmarks/ (figures as JSON under .hitl/bench/)
 bench: $(STAMP)
 	mkdir -p $(HITL_HOME)/bench
-	set -e; for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
+	set -e; for script in benchmarks/*.py; do \
+	  case $$(basename $$script) in _*|summary.py) continue;; esac; \
+	  echo "== $$script"; $(PY) $$script; done
+	$(PY) benchmarks/summary.py
+
+.PHONY: review
+## review: the review app on http://127.0.0.1:8765 (first: `.venv/bin/hitl user add NAME --role admin`, password on stdin)
+review: $(STAMP)
+	$(VENV)/bin/hitl review --host 127.0.0.1 --port 8765
 
 ## dagster: the Dagster UI on what the demo wrote (http://127.0.0.1:3000)
 dagster: $(STAMP)

@@ -225,6 +225,9 @@ def replay_reviewer(masks_dir: str, batch: str | None, iou_threshold: float, sec
 
 from hitl_assets.policy_cli import policy  # noqa: E402
 main.add_command(policy)
+from hitl_assets.review_cli import review, user  # noqa: E402
+main.add_command(review); main.add_command(user)
+import hitl_assets.ingest_cli  # noqa: E402,F401  (registers `hitl ingest`)
 
 
 if __name__ == "__main__":
