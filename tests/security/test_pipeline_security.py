@@ -204,7 +204,7 @@ def test_secrets_from_the_environment_never_reach_logs_or_metadata(tmp_path, mon
         out, err = capfd.readouterr()
         everything = "\n".join(records + metadata + [failure, out, err])
         assert "Connection refused" in failure or "connection" in failure.lower()  # the real error is there, with its trace
-        assert "secrets-test" in everything  # the bucket is named in metadata (describe), the credentials are not
+        assert "bad.png" in everything  # what was collected is the real record: the quarantined file is named in it
         assert resources["review_store"].describe() == "postgresql://hitl:***@127.0.0.1:1/hitl?connect_timeout=2"
         assert aws_secret not in everything
         assert db_password not in everything
