@@ -56,7 +56,7 @@ def test_review_app_killed_and_restarted_under_load(tmp_path, fault_report):
 
     figures = verify(setup["store"], ledger)
     survived = figures["lost"] == 0 and figures["duplicated"] == 0 and ledger.retries > 0
-    fault_report("review app restarted under load", survived=survived, lost=figures["lost"], duplicated=figures["duplicated"])
+    fault_report("review_app_restarted_under_load", survived=survived, lost=figures["lost"], duplicated=figures["duplicated"])
     assert ledger.retries > 0, "the kill should have cut some requests off"  # the fault really happened
     assert figures["acknowledged"] >= 80
     assert figures["lost"] == 0, figures
