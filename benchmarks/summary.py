@@ -1,7 +1,7 @@
 """One table of every benchmark's figures: reads every JSON file under ``$HITL_HOME/bench`` (run last by `make bench`).
 
-Known files (pipeline.json, catalog_scale.json, training_speed.json) get their headline figures
-and goals; any other file (other benchmarks) gets its top-level numbers, or its last row if it is
+Known files (pipeline, catalog_scale, training_speed, learning_curve, faults, review_load) get
+their headline figures and goals; any other file (other benchmarks) gets its top-level numbers, or its last row if it is
 a list of rows.
 
     .venv/bin/python benchmarks/summary.py
@@ -88,7 +88,39 @@ def generic_rows(name: str, data) -> list[list]:
     return rows
 
 
-KNOWN = {"pipeline": pipeline_rows, "catalog_scale": catalog_rows, "training_speed": training_rows}
+def learning_curve_rows(rows_in: list[dict]) -> list[list]:
+    rows = []
+    for r in rows_in:
+        goal = ""
+        if r is rows_in[-1]:
+            ok = r["gold_iou"] is not None and r["gold_iou"] >= 0.90 and r["automation_at_fn_1pct"] >= 0.70
+            goal = f"last round: IoU >= 0.90, automation >= 70 %: {_ok(ok)}"
+        rows.append(["learning_curve", f"round {r['round']}",
+                     f"gold IoU {r['gold_iou']}, corrections {r['correction_rate']:.0%}, automation@FN1% {r['automation_at_fn_1pct']:.0%}", goal])
+    return rows
+
+
+def faults_rows(rows_in: list[dict]) -> list[list]:
+    return [["faults", r["scenario"], f"survived {r['survived']}, lost {r['lost']}, duplicated {r['duplicated']}",
+             _ok(bool(r["survived"]) and not r["lost"] and not r["duplicated"])] for r in rows_in]
+
+
+def review_load_rows(r: dict) -> list[list]:
+    rows = [["review_load", f"{action} ({count})", f"p50 {r['p50_ms'][action]:.0f} ms, p99 {r['p99_ms'][action]:.0f} ms", ""]
+            for action, count in r["actions"].items()]
+    rows.append(["review_load", f"{r.get('reviewers')} reviewers, {r.get('store')} store", f"lost {r['lost']}, duplicated {r['duplicated']}",
+                 f"nothing lost or duplicated: {_ok(r['lost'] == 0 and r['duplicated'] == 0)}"])
+    return rows
+
+
+KNOWN = {
+    "pipeline": pipeline_rows,
+    "catalog_scale": catalog_rows,
+    "training_speed": training_rows,
+    "learning_curve": learning_curve_rows,
+    "faults": faults_rows,
+    "review_load": review_load_rows,
+}
 
 
 def summary(directory: Path) -> str:

@@ -1,0 +1,45 @@
+"""The table `make bench` prints at the end: every known result file gives its figures and its goal."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_summary():
+    spec = importlib.util.spec_from_file_location("bench_summary", ROOT / "benchmarks" / "summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_lists_every_fault_round_and_review_action_with_its_goal(tmp_path):
+    (tmp_path / "faults.json").write_text(json.dumps([
+        {"scenario": "object_store_transient_failures", "survived": True, "lost": 0, "duplicated": 0},
+        {"scenario": "publish_location_disk_full", "survived": False, "lost": 1, "duplicated": 0},
+    ]))
+    (tmp_path / "learning_curve.json").write_text(json.dumps([
+        {"round": 1, "gold_iou": 0.6, "correction_rate": 0.9, "automation_at_fn_1pct": 0.0},
+        {"round": 2, "gold_iou": 0.91, "correction_rate": 0.2, "automation_at_fn_1pct": 0.75},
+    ]))
+    (tmp_path / "review_load.json").write_text(json.dumps({
+        "actions": {"decide": 10}, "p50_ms": {"decide": 12.0}, "p99_ms": {"decide": 40.0},
+        "lost": 0, "duplicated": 0, "store": "sqlite", "reviewers": 20,
+    }))
+    (tmp_path / "other.json").write_text("not json")
+
+    lines = load_summary().summary(tmp_path).splitlines()
+
+    def line(*words):
+        found = [text for text in lines if all(word in text for word in words)]
+        assert len(found) == 1, (words, lines)
+        return found[0]
+
+    assert line("object_store_transient_failures").rstrip().endswith(" met")
+    assert line("publish_location_disk_full").rstrip().endswith("NOT met")
+    assert "round 1" in line("gold IoU 0.6,") and "NOT met" not in line("gold IoU 0.6,")
+    assert line("round 2").rstrip().endswith(": met")
+    assert "p50 12 ms, p99 40 ms" in line("decide (10)")
+    assert line("20 reviewers, sqlite store").rstrip().endswith(": met")
+    assert "unreadable" in line("other")
