@@ -144,6 +144,9 @@ def phase_bare(params: dict) -> dict:
     from ml.model import select_device
     from resources.tables import read_table
 
+    from ml.runtime import keep_freed_memory
+
+    keep_freed_memory()  # the allocator settings ai_outputs runs with: the comparison stays like for like
     store, registry = _stores(Path(params["work"]))
     device = select_device("auto")
     champion = registry.load_champion(device=str(device))

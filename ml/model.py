@@ -3,13 +3,13 @@
 Three architectures, all returning ``model(x)["out"]``: logits (N, 1, H, W) at the input resolution,
 all trained from random weights (nothing can be downloaded).
 
-* ``unet_small`` (the default since issue 4's learning-loop work): a classic U-Net with plain 3x3
-  convolutions and 16-96 channels. Measured on the synthetic catalog (2 CPU cores, 192 px, batch 8,
-  see benchmarks/_model_experiments.py): validation IoU 0.56 after 50 steps against 0.54 for
-  LRASPP and 0.46 for the MobileNetV3 U-Net; dense convolutions converge fastest from scratch.
+* ``unet_small``: a classic U-Net with plain 3x3 convolutions and 16-96 channels. Measured on the
+  synthetic catalog (2 CPU cores, 192 px, batch 8, see benchmarks/_model_experiments.py):
+  validation IoU 0.56 after 50 steps against 0.54 for LRASPP and 0.46 for the MobileNetV3 U-Net,
+  but no better than LRASPP over a whole learning curve, so it is an option, not the default.
 * ``unet_mobilenet_v3_large``: a MobileNetV3-Large encoder (torchvision) with a light U-Net
   decoder that merges skip connections at strides 16, 8, 4 and 2 and refines at full resolution.
-* ``lraspp_mobilenet_v3_large``: torchvision's LRASPP, the original model. It predicts at stride 8
+* ``lraspp_mobilenet_v3_large`` (the default): torchvision's LRASPP, the original model. It predicts at stride 8
   and upsamples, so 2-4 px jewellery chains dissolve (gold IoU 0.11 on jewellery after 300
   steps, against 0.67-0.80 for the other categories). Registered models that carry no
   architecture name are LRASPP.

@@ -21,6 +21,7 @@ No Dagster import here: this is pure ML code.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -55,6 +56,8 @@ _MIN_BACKGROUND_PIXELS = 200
 _BRIGHT_SHARE = 0.25
 #: Width, in working-resolution pixels, of the alpha ramp before the final upsampling.
 _WORK_RAMP = 3.0
+#: Sigma, in pixels of the grid it is computed on, of the drop shadow's blur.
+_SHADOW_SIGMA_PX = 2.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ def _guided_filter(
     """Colour guided filter (He, Sun & Tang), optionally "fast" (coefficients at 1/subsample).
 
     guide float32 (h, w, 3) in [0, 1], p float32 (h, w). Runs on the reduced working copy
-    only; temporaries are released as soon as they are used to keep the footprint small.
+    only. Every array is a contiguous (h, w) plane (strided channel views cost several times
+    more per operation), and the per-pixel 3x3 solve is written out through its cofactors.
     """
     h, w = p.shape
     if subsample > 1:
@@ -169,30 +173,24 @@ def _guided_filter(
         r_lo = max(1, round(radius / subsample))
     else:
         g_lo, p_lo, r_lo = guide, p, radius
-    # One multi-channel box filter per group of planes (OpenCV filters each channel on its own,
-    # so the result is the same as filtering the planes one by one, with fewer calls).
-    g_lo = np.ascontiguousarray(g_lo, dtype=np.float32)
-    mean_g = _box(g_lo, r_lo)
-    means = [mean_g[..., c] for c in range(3)]
-    mp = _box(p_lo, r_lo)
-    mean_gp = _box(g_lo * p_lo[..., None], r_lo)
-    cov = [mean_gp[..., c] - means[c] * mp for c in range(3)]
-    del mean_gp
-    # symmetric 3x3 covariance of the guide, regularised by eps
-    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    products = np.empty(g_lo.shape[:2] + (len(pairs),), dtype=np.float32)
-    for k, (i, j) in enumerate(pairs):
-        np.multiply(g_lo[..., i], g_lo[..., j], out=products[..., k])
-    mean_products = _box(products, r_lo)
-    del products
+    planes = cv2.split(np.ascontiguousarray(g_lo, dtype=np.float32))
+    p_lo = np.ascontiguousarray(p_lo, dtype=np.float32)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return _box(x, r_lo)
+
+    means = [box(c) for c in planes]
+    mp = box(p_lo)
+    cov = [box(c * p_lo) - m * mp for c, m in zip(planes, means)]
+    # the guide's symmetric 3x3 covariance, regularised by eps on the diagonal
     v = {}
-    for k, (i, j) in enumerate(pairs):
-        v[i, j] = mean_products[..., k] - means[i] * means[j]
-        if i == j:
-            v[i, j] += eps
-    del mean_products
-    # inverse through cofactors
-    inv = {
+    for i in range(3):
+        for j in range(i, 3):
+            v[i, j] = box(planes[i] * planes[j]) - means[i] * means[j]
+            if i == j:
+                v[i, j] += np.float32(eps)
+    # its inverse through cofactors: inv = adj / det
+    adj = {
         (0, 0): v[1, 1] * v[2, 2] - v[1, 2] * v[1, 2],
         (0, 1): v[1, 2] * v[0, 2] - v[0, 1] * v[2, 2],
         (0, 2): v[0, 1] * v[1, 2] - v[1, 1] * v[0, 2],
@@ -200,29 +198,27 @@ def _guided_filter(
         (1, 2): v[0, 2] * v[0, 1] - v[0, 0] * v[1, 2],
         (2, 2): v[0, 0] * v[1, 1] - v[0, 1] * v[0, 1],
     }
-    det = v[0, 0] * inv[0, 0] + v[0, 1] * inv[0, 1] + v[0, 2] * inv[0, 2]
+    inv_det = v[0, 0] * adj[0, 0] + v[0, 1] * adj[0, 1] + v[0, 2] * adj[0, 2]
+    np.reciprocal(inv_det, out=inv_det)
     del v
-
-    def sym(i: int, j: int) -> np.ndarray:
-        return inv[min(i, j), max(i, j)]
-
     b = mp
-    a_all = np.empty(p_lo.shape + (3,), dtype=np.float32)
+    coeffs = []
     for i in range(3):
-        a = (sym(i, 0) * cov[0] + sym(i, 1) * cov[1] + sym(i, 2) * cov[2]) / det
-        b = b - a * means[i]
-        a_all[..., i] = a
-    del inv, det, cov, means
-    mean_a = _box(a_all, r_lo)
-    del a_all
-    coeffs = [mean_a[..., i] for i in range(3)]
-    mean_b = _box(b, r_lo)
+        a = adj[min(i, 0), max(i, 0)] * cov[0]
+        a += adj[min(i, 1), max(i, 1)] * cov[1]
+        a += adj[min(i, 2), max(i, 2)] * cov[2]
+        a *= inv_det
+        b -= a * means[i]
+        coeffs.append(box(a))
+    del adj, inv_det, cov, means
+    mean_b = box(b)
     if subsample > 1:
         coeffs = [cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR) for a in coeffs]
         mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
+    full = cv2.split(np.ascontiguousarray(guide, dtype=np.float32)) if subsample > 1 else planes
     q = mean_b
-    for i, a in enumerate(coeffs):
-        q += a * guide[..., i]
+    for a, c in zip(coeffs, full):
+        q += a * c
     return q
 
 
@@ -254,16 +250,25 @@ def _refine_small(p: np.ndarray, small_image: np.ndarray | None, work_h: int, wo
         # sensor noise and background texture from steering the matte
         radius = int(max(2, round(3.0 * up)))
         subsample = 2 if radius >= 6 else 1
-        guide = small_image.astype(np.float32) * np.float32(1.0 / 255.0)
-        q = _guided_filter(guide, pw, radius, eps=1e-3, subsample=subsample)
-        del guide
         # only where an edge of the prediction is within reach: far from it the model's own
         # (confident) answer stands, so background texture cannot punch holes in the matte
         mean_p = _box(pw, radius)
-        near_edge = (mean_p > 0.01) & (mean_p < 0.99)
+        near_edge = ((mean_p > 0.01) & (mean_p < 0.99)).view(np.uint8)
         del mean_p
-        pw = np.where(near_edge, np.clip(q, 0.0, 1.0), pw).astype(np.float32, copy=False)
-        del q, near_edge
+        x, y, w, h = cv2.boundingRect(near_edge)
+        if w and h:
+            window = np.s_[:, :]
+            if subsample == 1:
+                # the filter's answer at a pixel depends on the photo within 2 * radius of it, so
+                # the box around the edge zone, grown by that much, gives the same values there
+                pad = 2 * radius + 1
+                window = np.s_[max(0, y - pad) : min(work_h, y + h + pad), max(0, x - pad) : min(work_w, x + w + pad)]
+            guide = small_image[window].astype(np.float32) * np.float32(1.0 / 255.0)
+            q = _guided_filter(guide, np.ascontiguousarray(pw[window]), radius, eps=1e-3, subsample=subsample)
+            del guide
+            np.copyto(pw[window], np.clip(q, 0.0, 1.0, out=q), where=near_edge[window].view(bool))
+            del q
+        del near_edge
     return _sdf_ramp(pw, _WORK_RAMP)
 
 
@@ -378,28 +383,50 @@ def colour_distance(rgb_a, rgb_b) -> float:
     return float(np.linalg.norm(_srgb_to_lab(a) - _srgb_to_lab(b)))
 
 
-def _background_pixels(small_image: np.ndarray, small_alpha: np.ndarray) -> np.ndarray:
-    """(n, 3) uint8 background pixels of the reduced copy, away from the product's edge."""
+def _background_region(small_alpha: np.ndarray) -> np.ndarray:
+    """uint8 0/1 mask of the reduced copy's background, kept a margin away from the product's edge."""
     bg = (small_alpha == 0).view(np.uint8)
     margin = max(1, round(0.01 * max(bg.shape)))
-    bg = cv2.erode(bg, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
-    return small_image[bg.astype(bool)]
+    return cv2.erode(bg, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
 
 
-def _reference_from_pixels(pixels: np.ndarray) -> np.ndarray:
-    """Per-channel median of the brightest ``_BRIGHT_SHARE`` of the given pixels (float64 (3,))."""
-    lum = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    cut = np.quantile(lum, 1.0 - _BRIGHT_SHARE)
-    bright = pixels[lum >= cut]
-    return np.median(bright, axis=0).astype(np.float64)
+def _quantile_from_histogram(hist: np.ndarray, q: float) -> float:
+    """The q-quantile (numpy's default linear interpolation) of the values a 256-bin histogram counts."""
+    cumulative = np.cumsum(hist)
+    position = (cumulative[-1] - 1) * q
+    below = int(position)
+    # the value at sorted position k is the first bin whose cumulative count exceeds k
+    low, high = np.searchsorted(cumulative, [below + 1, below + 2])
+    high = min(int(high), 255)
+    return float(low + (position - below) * (high - low))
+
+
+def _reference_from_region(small_image: np.ndarray, region: np.ndarray | None) -> np.ndarray:
+    """Per-channel median of the brightest ``_BRIGHT_SHARE`` of the region's pixels (float64 (3,)).
+
+    Histograms instead of sorting: luminance (BT.601 weights, as uint8) picks the bright
+    pixels, and each channel's median comes from its histogram over them. A 192 px photo takes
+    about a tenth of a millisecond.
+    """
+    lum = cv2.cvtColor(small_image, cv2.COLOR_RGB2GRAY)
+    hist = cv2.calcHist([lum], [0], region, [256], [0, 256]).ravel()
+    cut = _quantile_from_histogram(hist, 1.0 - _BRIGHT_SHARE)
+    # lum >= cut, for integer lum: lum > ceil(cut) - 1
+    _, bright = cv2.threshold(lum, math.ceil(cut) - 1, 1, cv2.THRESH_BINARY)
+    if region is not None:
+        bright &= region
+    return np.array(
+        [_quantile_from_histogram(cv2.calcHist([small_image], [c], bright, [256], [0, 256]).ravel(), 0.5) for c in range(3)],
+        dtype=np.float64,
+    )
 
 
 def _reference_small(small_image: np.ndarray, small_alpha: np.ndarray) -> tuple[np.ndarray, bool]:
     """(reference RGB, whether it came from enough background pixels)."""
-    pixels = _background_pixels(small_image, small_alpha)
-    if len(pixels) >= _MIN_BACKGROUND_PIXELS:
-        return _reference_from_pixels(pixels), True
-    return _reference_from_pixels(small_image.reshape(-1, 3)), False
+    region = _background_region(small_alpha)
+    if cv2.countNonZero(region) >= _MIN_BACKGROUND_PIXELS:
+        return _reference_from_region(small_image, region), True
+    return _reference_from_region(small_image, None), False
 
 
 def _gains_from_reference(ref: np.ndarray, ok: bool, target_rgb, max_gain: float) -> np.ndarray:
@@ -474,19 +501,28 @@ def apply_gains(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
 
 
 def _shadow_small(small_alpha: np.ndarray, brand: BrandStandard) -> np.ndarray:
-    """Shadow strength (uint8) at the working resolution of ``small_alpha``."""
+    """Shadow strength (uint8) at the working resolution of ``small_alpha``.
+
+    A blur this wide needs no fine grid: the alpha is area-reduced until the blur's sigma is
+    about ``_SHADOW_SIGMA_PX`` pixels, shifted and blurred there, and upsampled bilinearly (at a
+    1024 px working size, a 100 px grid instead of a 20 px sigma kernel over 0.7 MP).
+    """
     h, w = small_alpha.shape
-    dy = float(brand.shadow_offset) * h
-    shifted = small_alpha
+    sigma = float(brand.shadow_blur) * max(h, w)
+    grid = small_alpha
+    factor = sigma / _SHADOW_SIGMA_PX
+    if factor >= 1.5:
+        grid = _reduce(small_alpha, max(1, round(h / factor)), max(1, round(w / factor)))
+        sigma *= grid.shape[0] / h
+    gh, gw = grid.shape
+    dy = float(brand.shadow_offset) * gh
     if abs(dy) > 1e-3:
         shift = np.float32([[1, 0, 0], [0, 1, dy]])
-        shifted = cv2.warpAffine(
-            small_alpha, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-        )
-    sigma = float(brand.shadow_blur) * max(h, w)
-    blurred = cv2.GaussianBlur(shifted, (0, 0), sigma) if sigma >= 0.3 else shifted
+        grid = cv2.warpAffine(grid, shift, (gw, gh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if sigma >= 0.3:
+        grid = cv2.GaussianBlur(grid, (0, 0), sigma)
     opacity = float(np.clip(brand.shadow_opacity, 0.0, 1.0))
-    return cv2.convertScaleAbs(blurred, alpha=opacity)
+    return _resize(cv2.convertScaleAbs(grid, alpha=opacity), h, w, cv2.INTER_LINEAR)
 
 
 def drop_shadow(alpha: np.ndarray, brand: BrandStandard) -> np.ndarray:
@@ -541,7 +577,9 @@ def _render(
         a = alpha[y0:y1]
         product = rgb[y0:y1] if gain_lut is None else cv2.LUT(rgb[y0:y1], gain_lut)
         if cut is not None:
-            cv2.merge([product, a], dst=cut[y0:y1])
+            # fully transparent pixels are stored black: invisible, and the cut-out PNG is
+            # several times smaller and faster to encode than with the photo's background kept
+            cv2.merge([cv2.bitwise_and(product, product, mask=a), a], dst=cut[y0:y1])
         if shadow is None:
             back = flat_bg[: y1 - y0]
         else:
@@ -571,10 +609,14 @@ def composite(
 
 
 def cutout_rgba(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 4): the photo with the alpha matte as its alpha channel (straight, not premultiplied)."""
+    """uint8 (H, W, 4): the photo with the alpha matte as its alpha channel (straight, not premultiplied).
+
+    Fully transparent pixels (alpha 0) are black: they are invisible, and zeros compress far
+    better than the photo's background would.
+    """
     rgb = _as_rgb(image)
     alpha = _as_alpha(alpha, rgb.shape[:2])
-    return cv2.merge([rgb, alpha])
+    return cv2.merge([cv2.bitwise_and(rgb, rgb, mask=alpha), alpha])
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -594,7 +636,7 @@ def postprocess(
     ``prob`` is ignored (it may be None). mask: the binary mask (the given mask itself when
     there is one). gains: from the background reference when ``brand.correct_colour``, else
     ones. composite: corrected product on the brand background with a drop shadow. cutout:
-    the corrected product with the alpha matte. colour_distance: CIE76 delta E between the
+    the corrected product with the alpha matte (black where fully transparent). colour_distance: CIE76 delta E between the
     photo's background reference and ``brand.background_rgb`` (how strong the colour cast /
     lighting deviation was before correction).
 

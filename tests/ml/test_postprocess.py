@@ -231,7 +231,9 @@ def test_cutout_rgba():
     cut = cutout_rgba(img, alpha)
     assert cut.shape == (120, 160, 4) and cut.dtype == np.uint8
     assert np.array_equal(cut[..., 3], alpha)
-    assert np.array_equal(cut[..., :3], img)
+    visible = alpha > 0
+    assert np.array_equal(cut[..., :3][visible], img[visible])
+    assert not cut[..., :3][~visible].any()  # fully transparent pixels are stored black
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -357,3 +359,30 @@ def test_postprocess_reports_stage_timings_without_changing_the_result():
         assert np.array_equal(getattr(timed, field), getattr(plain, field))
     postprocess(img, prob, timings=timings)  # accumulates
     assert timings["refine"] > 0
+
+
+def test_edge_refinement_filters_only_around_the_edge_with_the_same_result():
+    """The guided filter runs on the box around the predicted edge only; the matte is what filtering the whole photo gives."""
+    from ml.postprocess import _box, _guided_filter, _refine_small, _sdf_ramp
+
+    rng = np.random.default_rng(1)
+    img, mask, _ = product_scene(150, 200)
+    img = np.clip(img.astype(np.int16) + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)  # texture everywhere
+    p = cv2.resize(mask.astype(np.float32) / 255.0, (50, 38), interpolation=cv2.INTER_AREA)
+    refined = _refine_small(p, img, 150, 200)
+
+    pw = np.clip(cv2.resize(p, (200, 150), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+    radius = 12  # round(3 * 4): model -> working scale is 4
+    whole = _guided_filter(img.astype(np.float32) / 255.0, pw, radius, eps=1e-3, subsample=2)
+    mean_p = _box(pw, radius)
+    expected = _sdf_ramp(np.where((mean_p > 0.01) & (mean_p < 0.99), np.clip(whole, 0, 1), pw).astype(np.float32), 3.0)
+    np.testing.assert_allclose(refined, expected, atol=1e-5)
+
+    # at the model's own resolution (radius 3, no subsampling) only the window around the edge is filtered
+    small = cv2.resize(img, (64, 48), interpolation=cv2.INTER_AREA)
+    p_small = cv2.resize(mask.astype(np.float32) / 255.0, (64, 48), interpolation=cv2.INTER_AREA)
+    p_small[:, :8] = 0.0  # a margin that is surely background: outside the filtered window
+    whole = _guided_filter(small.astype(np.float32) / 255.0, p_small, 3, eps=1e-3)  # radius: 3 model pixels
+    mean_p = _box(p_small, 3)
+    expected = _sdf_ramp(np.where((mean_p > 0.01) & (mean_p < 0.99), np.clip(whole, 0, 1), p_small).astype(np.float32), 3.0)
+    np.testing.assert_allclose(_refine_small(p_small, small, 48, 64), expected, atol=1e-5)
