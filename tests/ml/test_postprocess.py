@@ -386,3 +386,15 @@ def test_edge_refinement_filters_only_around_the_edge_with_the_same_result():
     mean_p = _box(p_small, 3)
     expected = _sdf_ramp(np.where((mean_p > 0.01) & (mean_p < 0.99), np.clip(whole, 0, 1), p_small).astype(np.float32), 3.0)
     np.testing.assert_allclose(_refine_small(p_small, small, 48, 64), expected, atol=1e-5)
+
+
+def test_colour_reference_quantiles_from_histograms_match_numpy():
+    """The background reference reads its quantiles off 256-bin histograms; they equal numpy's (linear interpolation)."""
+    from ml.postprocess import _quantile_from_histogram
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 10, 1001, 5000):
+        values = rng.integers(0, 256, n)
+        hist = np.bincount(values, minlength=256).astype(np.float32)
+        for q in (0.0, 0.25, 0.5, 0.75, 1.0):
+            assert _quantile_from_histogram(hist, q) == pytest.approx(float(np.quantile(values, q)))
