@@ -25,9 +25,9 @@ The champion is a randomly initialised network of the default architecture regis
 temporary MLflow registry at the input size ``segmentation_model`` trains at (the forward pass
 costs the same whatever the weights). Writes ``$HITL_HOME/bench/pipeline.json``.
 
-    .venv/bin/python benchmarks/pipeline.py            # full run (about 12 minutes on 2 cores)
+    .venv/bin/python benchmarks/pipeline.py            # full run (about 7 minutes on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
-    .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the ratio only (about 4 minutes)
+    .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the ratio only (about 3 minutes)
 """
 
 from __future__ import annotations
