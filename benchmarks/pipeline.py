@@ -142,9 +142,8 @@ def phase_bare(params: dict) -> dict:
     from ml.data import resize_for_model, to_tensor_batch
     from ml.imageio import load_rgb
     from ml.model import select_device
-    from resources.tables import read_table
-
     from ml.runtime import keep_freed_memory
+    from resources.tables import read_table
 
     keep_freed_memory()  # the allocator settings ai_outputs runs with: the comparison stays like for like
     store, registry = _stores(Path(params["work"]))

@@ -636,9 +636,10 @@ def postprocess(
     ``prob`` is ignored (it may be None). mask: the binary mask (the given mask itself when
     there is one). gains: from the background reference when ``brand.correct_colour``, else
     ones. composite: corrected product on the brand background with a drop shadow. cutout:
-    the corrected product with the alpha matte (black where fully transparent). colour_distance: CIE76 delta E between the
-    photo's background reference and ``brand.background_rgb`` (how strong the colour cast /
-    lighting deviation was before correction).
+    the corrected product with the alpha matte (black where fully transparent).
+    colour_distance: CIE76 delta E between the photo's background reference and
+    ``brand.background_rgb`` (how strong the colour cast / lighting deviation was before
+    correction).
 
     Memory: besides the outputs, the full-size uint8 shadow map, the working copy (longer
     side ``WORK_SIDE``) and strip-sized temporaries; no full-size float arrays and no

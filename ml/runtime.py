@@ -1,11 +1,12 @@
-"""Process-wide settings that make CPU inference and training fast. No Dagster import here.
+"""Process-wide settings that make CPU inference fast. No Dagster import here.
 
 numpy, OpenCV and PyTorch allocate and free arrays of a few hundred KiB to tens of MiB on every
 operation. glibc's malloc serves blocks above 128 KiB with ``mmap`` and gives freed memory back
 to the kernel at once (trimming), so the next array of the same size page-faults fresh zeroed
 pages all over again. On the 2-core development machine that made the guided filter of a 192 px
-photo take 6 ms instead of 3 ms and the model's forward pass about a quarter slower (see
-``benchmarks/pipeline.py``). PyTorch's CPU performance guide recommends a caching allocator
+photo take 6 ms instead of 3 ms and, in side-by-side runs, the model's forward pass 15-50 %
+slower (see the README's "Performance"). A training step showed no clear gain, so training does
+not call it. PyTorch's CPU performance guide recommends a caching allocator
 (jemalloc or tcmalloc through ``LD_PRELOAD``) for this; ``keep_freed_memory`` gets most of the
 same effect from glibc itself, from inside the process, with ``mallopt``: the same settings as
 the ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` environment variables.

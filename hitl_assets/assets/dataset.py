@@ -47,9 +47,7 @@ def dataset_items(decisions: pd.DataFrame) -> pd.DataFrame:
     order = np.argsort(decisions["event_id"].to_numpy(), kind="stable")  # rows by event id
     codes_by_event = codes[order]
     # scatter in event order: for a repeated image the last (latest) write wins
-    latest = np.empty(n_images, np.int64)
-    latest[codes_by_event] = order
-    latest_rank = np.empty(n_images, np.int64)
+    latest_rank = np.empty(n_images, np.int64)  # each image's latest event, as a position in `order`
     latest_rank[codes_by_event] = np.arange(len(order))
     decision = decisions["decision"].to_numpy(dtype=object)
     rejected = np.zeros(n_images, bool)
@@ -60,7 +58,8 @@ def dataset_items(decisions: pd.DataFrame) -> pd.DataFrame:
 
     kept = np.flatnonzero(~rejected)
     kept = kept[np.argsort(latest_rank[kept], kind="stable")]
-    items = decisions.iloc[latest[kept]][DATASET_COLUMNS[:7] + ["event_id", "policy_version"]].reset_index(drop=True)
+    columns = [name for name in DATASET_COLUMNS if name != "source"]  # "source" is decided here
+    items = decisions.iloc[order[latest_rank[kept]]][columns].reset_index(drop=True)
     fixes = latest_fix[kept]
     has_fix = fixes >= 0
     mask_keys = items["mask_key"].to_numpy(dtype=object)

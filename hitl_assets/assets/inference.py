@@ -7,9 +7,9 @@ computes the quality signals, post-processes (vectorised, uint8 at full resoluti
 and writes the previous chunk's outputs, so the main thread goes straight on to the next
 forward pass. The process keeps freed memory for reuse (``ml.runtime``): without that, every
 numpy and torch temporary page-faults afresh. At most two chunks are in flight, so memory is
-bounded by the chunk size, not by the batch. Small photos (up to ``DECODE_ONCE_PIXELS``) are decoded once and kept for the composite;
-large ones are decoded twice, once reduced (JPEG draft mode) for the model and once at full
-size, one at a time per worker, for the composite. Seconds per stage (summed over threads) are
+bounded by the chunk size, not by the batch. Small photos (up to ``DECODE_ONCE_PIXELS``) are
+decoded once and kept for the composite; large ones are decoded twice, once reduced (JPEG draft
+mode) for the model and once at full size, one at a time per worker, for the composite. Seconds per stage (summed over threads) are
 reported in the materialization's metadata.
 """
 
