@@ -223,11 +223,12 @@ def segmentation_model(
         incumbent = None
         if champion is not None:
             _, incumbent = evaluate_model(champion.model, gold_images, gold_masks, champion.input_size, gold_categories, device=device)
-        metrics = {"gold_iou": challenger["iou"], "gold_boundary_f": challenger["boundary_f"], "gold_mae": challenger["mae"], "training_seconds": training_seconds, "best_val_iou": result.best_val_iou, "epochs": float(len(result.history))}
+        metrics = {"gold_iou": challenger["iou"], "gold_product_iou": challenger["product_iou"], "gold_boundary_f": challenger["boundary_f"], "gold_mae": challenger["mae"], "training_seconds": training_seconds, "best_val_iou": result.best_val_iou, "epochs": float(len(result.history))}
         for category, values in challenger["per_category"].items():
-            metrics.update({f"gold_iou_{category}": values["iou"], f"gold_boundary_f_{category}": values["boundary_f"], f"gold_mae_{category}": values["mae"]})
+            metrics.update({f"gold_iou_{category}": values["iou"], f"gold_product_iou_{category}": values["product_iou"], f"gold_boundary_f_{category}": values["boundary_f"], f"gold_mae_{category}": values["mae"]})
         if incumbent is not None:
             metrics["champion_gold_iou"] = incumbent["iou"]
+            metrics["champion_gold_product_iou"] = incumbent["product_iou"]
             metrics.update({f"champion_gold_iou_{c}": v["iou"] for c, v in incumbent["per_category"].items()})
         mlflow.log_metrics(metrics)
         log_prediction_grid(champion, result.model, config.input_size, gold_images, gold_masks, gold_categories, config.grid_samples, device)
@@ -253,6 +254,7 @@ def segmentation_model(
             "promotion_reason": decision.reason,
             "champion_version": version if decision.promoted else champion.version,
             "gold_iou": challenger["iou"],
+            "gold_product_iou": challenger["product_iou"],
             "gold_boundary_f": challenger["boundary_f"],
             "gold_mae": challenger["mae"],
             "champion_gold_iou": champion_iou,

@@ -46,7 +46,7 @@ def test_evaluate_model_scores_at_full_resolution_per_category():
     frame, summary = evaluate_model(
         _RedDetector(), [p[0] for p in pairs], [p[1] for p in pairs], input_size=64, categories=["bag", "shoe", "bag"]
     )
-    assert list(frame.columns) == ["index", "category", "iou", "boundary_f", "mae"]
+    assert list(frame.columns) == ["index", "category", "iou", "product_iou", "boundary_f", "mae"]
     assert frame["index"].tolist() == [0, 1, 2]
     # A 64 px prediction upsampled to each photo's size still follows the true outline.
     assert (frame["iou"] > 0.95).all()
@@ -56,6 +56,22 @@ def test_evaluate_model_scores_at_full_resolution_per_category():
     assert summary["per_category"]["bag"]["n"] == 2 and summary["per_category"]["shoe"]["n"] == 1
     assert summary["iou"] == pytest.approx(frame["iou"].mean())
     assert summary["per_category"]["bag"]["iou"] == pytest.approx(frame.loc[[0, 2], "iou"].mean())
+
+
+def test_product_iou_scores_the_mask_the_pipeline_delivers():
+    from ml.metrics import mask_iou
+    from ml.postprocess import postprocess
+
+    pairs = [_red_on_blue(h, w) for h, w in [(400, 300), (333, 500)]]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    # A coarse 16 px prediction: upsampled alone its edges are blocky, refined they follow the photo.
+    frame, summary = evaluate_model(_RedDetector(), images, masks, input_size=16)
+    probabilities = predict_probabilities(_RedDetector(), images, input_size=16)
+    for row, image, mask, probability in zip(frame.itertuples(), images, masks, probabilities):
+        assert row.product_iou == pytest.approx(mask_iou(postprocess(image, probability).mask, mask))
+    assert (frame["product_iou"] > frame["iou"]).all()
+    assert summary["product_iou"] == pytest.approx(frame["product_iou"].mean())
+    assert summary["per_category"]["all"]["product_iou"] == pytest.approx(summary["product_iou"])
 
 
 def test_evaluate_model_without_categories():
