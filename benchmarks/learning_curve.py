@@ -6,6 +6,12 @@ from the round's true masks, ranking items by the calibrated P(needs correction)
 has a calibrator, else by 1 - confidence). Writes .hitl/bench/learning_curve.json.
 
     .venv/bin/python benchmarks/learning_curve.py [--rounds 5] [--images 120]
+
+The training budget is the demo's (``hitl_assets.cli.demo_training_config``: 150 s bootstrap, 80 s
+fine-tune) unless overridden, e.g. to measure the loop with a nightly-sized budget or another
+architecture:
+
+    .venv/bin/python benchmarks/learning_curve.py --bootstrap-seconds 2400 --fine-tune-seconds 600 --architecture unet_small
 """
 
 import argparse
@@ -26,6 +32,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--fast", action="store_true", help="tiny training budget (smoke test of the benchmark itself)")
+    parser.add_argument("--bootstrap-seconds", type=float, help="training budget of the first model (default: the demo's)")
+    parser.add_argument("--fine-tune-seconds", type=float, help="training budget of each nightly fine-tune (default: the demo's)")
+    parser.add_argument("--bootstrap-images", type=int, help="synthetic images the first model trains on (default: the demo's)")
+    parser.add_argument("--architecture", help="network the bootstrap builds (default: ml.model's default)")
     args = parser.parse_args()
 
     bench_dir = Path(os.environ.get("HITL_HOME", ROOT / ".hitl")).resolve() / "bench"
@@ -47,7 +57,13 @@ def main() -> None:
     from ml.synthetic import write_catalog
     from resources.tables import read_table
 
-    runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": demo_training_config(args.fast)})
+    training = demo_training_config(args.fast)
+    overrides = {"bootstrap_seconds": args.bootstrap_seconds, "fine_tune_seconds": args.fine_tune_seconds,
+                 "bootstrap_images": args.bootstrap_images, "architecture": args.architecture}
+    settings = training["ops"]["segmentation_model"]["config"]
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    print(f"training settings: {json.dumps(settings)}", flush=True)
+    runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": training})
     store = runner.resource("object_store")
     threshold = ReplayConfig().iou_threshold
     started = time.perf_counter()
@@ -75,6 +91,7 @@ def main() -> None:
             "ranked_by": "calibrated" if np.isfinite(probability).all() else "confidence",
             "model_version": row["model_version"],
             "elapsed_seconds": round(time.perf_counter() - started, 1),
+            "training": settings,
         })
         print(json.dumps(rows[-1]), flush=True)
     bench_dir.mkdir(parents=True, exist_ok=True)

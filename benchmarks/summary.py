@@ -66,7 +66,8 @@ def training_rows(r: dict) -> list[list]:
     rows = [["training_speed", f"epoch @256 px per 1000 images ({r.get('device')})", f"{r['seconds_per_epoch_per_1000_images_256px']:.1f} s", ""]]
     if to:
         value = f"{to['seconds_to_target']:.0f} s" if to.get("reached") else f"not reached (best {to['best_gold_iou']:.3f})"
-        rows.append(["training_speed", f"from scratch to gold IoU 0.85 (budget {to['budget_seconds']:.0f} s)", value, ""])
+        arch = f", {to['architecture']}" if to.get("architecture") else ""
+        rows.append(["training_speed", f"from scratch to gold IoU 0.85 (budget {to['budget_seconds']:.0f} s{arch})", value, ""])
     return rows
 
 

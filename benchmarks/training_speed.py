@@ -90,7 +90,7 @@ def phase_to_iou(params: dict) -> dict:
     val_items = list(generate_catalog(params["val_images"], seed=32, max_side=side))
     gold_items = list(generate_catalog(params["gold_images"], seed=33, max_side=side))
     seed_everything(0)
-    model = build_model()
+    model = build_model(architecture=params.get("architecture"))
     train = SegmentationSamples([i.image for i in train_items], [i.mask for i in train_items], train_augmentation(size, seed=0))
     val = SegmentationSamples([i.image for i in val_items], [i.mask for i in val_items], eval_transform(size))
     config = TrainConfig(input_size=size, batch_size=nightly.batch_size, max_epochs=10_000, learning_rate=nightly.bootstrap_learning_rate,
@@ -117,7 +117,7 @@ def phase_to_iou(params: dict) -> dict:
         reached = True
     best = max(curve, key=lambda point: point[1]) if curve else (float("nan"), float("nan"))
     return {
-        "input_size": size, "target_iou": target, "reached": reached, "seconds_to_target": curve[-1][0] if reached else None,
+        "architecture": model.architecture, "input_size": size, "target_iou": target, "reached": reached, "seconds_to_target": curve[-1][0] if reached else None,
         "best_gold_iou": best[1], "best_at_seconds": best[0], "epochs": len(curve), "curve": curve, "budget_seconds": budget,
         "train_images": params["train_images"], "gold_images": params["gold_images"],
         "wall_seconds": time.perf_counter() - started, "device": str(device), "peak_rss_mib": peak_rss_mib(),
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epoch-images", type=int, help="images in the timed epoch (default 128)")
     parser.add_argument("--train-images", type=int, help="synthetic training images for the run to IoU 0.85 (default 240, as the bootstrap)")
     parser.add_argument("--budget", type=float, help="training seconds allowed to reach gold IoU 0.85 (default 300)")
+    parser.add_argument("--architecture", help="network for the run to IoU 0.85 (default: ml.model's default, as a bootstrap builds)")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/training_speed.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     budget = args.budget or (30.0 if quick else 300.0)
     print(f"[training_speed] from scratch to gold IoU {TARGET_IOU} (budget {budget:.0f} s)", flush=True)
     to_iou = run_phase(SCRIPT, "to_iou", {"target": TARGET_IOU, "max_seconds": budget, "train_images": args.train_images or (48 if quick else 240),
-                                          "val_images": 16 if quick else 40, "gold_images": 16 if quick else 40})
+                                          "val_images": 16 if quick else 40, "gold_images": 16 if quick else 40, "architecture": args.architecture})
     report = {
         "seconds_per_epoch_per_1000_images_256px": epoch["seconds_per_epoch_per_1000"],
         "epoch": epoch,
@@ -158,14 +159,14 @@ def main(argv: list[str] | None = None) -> dict:
         "device": epoch["device"],
         "machine": machine(),
         "quick": quick,
-        "command": "make bench  (or: .venv/bin/python benchmarks/training_speed.py" + (" --quick" if quick else "") + ")",
+        "command": "make bench  (or: .venv/bin/python benchmarks/training_speed.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])) + ")",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out_path, report)
     rows = [[f"epoch @256 px, {name}", f"{v['seconds_per_1000']:.1f} s / 1000 img", ""] for name, v in epoch["settings"].items()]
     rows.append([f"to gold IoU {TARGET_IOU} from scratch", f"{to_iou['seconds_to_target']:.0f} s" if to_iou["reached"] else "not reached",
                  f"best {to_iou['best_gold_iou']:.3f} at {to_iou['best_at_seconds']:.0f} s of a {to_iou['budget_seconds']:.0f} s budget, "
-                 f"{to_iou['train_images']} images at {to_iou['input_size']} px"])
+                 f"{to_iou['train_images']} images at {to_iou['input_size']} px, {to_iou['architecture']}"])
     print(table(rows, ["training", "value", "notes"]))
     print(f"[training_speed] wrote {out_path}")
     return report

@@ -43,3 +43,13 @@ def test_summary_lists_every_fault_round_and_review_action_with_its_goal(tmp_pat
     assert "p50 12 ms, p99 40 ms" in line("decide (10)")
     assert line("20 reviewers, sqlite store").rstrip().endswith(": met")
     assert "unreadable" in line("other")
+
+
+def test_summary_names_the_architecture_of_the_run_to_iou_085(tmp_path):
+    (tmp_path / "training_speed.json").write_text(json.dumps({
+        "seconds_per_epoch_per_1000_images_256px": 160.0, "device": "cpu",
+        "to_gold_iou_0.85": {"reached": False, "best_gold_iou": 0.7958, "budget_seconds": 2400, "architecture": "lraspp_mobilenet_v3_large"},
+    }))
+    lines = load_summary().summary(tmp_path).splitlines()
+    [row] = [text for text in lines if "gold IoU 0.85" in text]
+    assert "budget 2400 s, lraspp_mobilenet_v3_large" in row and "not reached (best 0.796)" in row
