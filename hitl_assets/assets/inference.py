@@ -9,8 +9,8 @@ forward pass. The process keeps freed memory for reuse (``ml.runtime``): without
 numpy and torch temporary page-faults afresh. At most two chunks are in flight, so memory is
 bounded by the chunk size, not by the batch. Small photos (up to ``DECODE_ONCE_PIXELS``) are
 decoded once and kept for the composite; large ones are decoded twice, once reduced (JPEG draft
-mode) for the model and once at full size, one at a time per worker, for the composite. Seconds per stage (summed over threads) are
-reported in the materialization's metadata.
+mode) for the model and once at full size, one at a time per worker, for the composite. Seconds
+per stage (summed over threads) are reported in the materialization's metadata.
 """
 
 import os
