@@ -12,6 +12,10 @@ fine-tune) unless overridden, e.g. to measure the loop with a nightly-sized budg
 architecture:
 
     .venv/bin/python benchmarks/learning_curve.py --bootstrap-seconds 2400 --fine-tune-seconds 600 --architecture unet_small
+
+Any other ``TrainingConfig`` field is set with ``--set KEY=VALUE`` (repeatable; the value is read as
+JSON, else as a string), e.g. ``--set max_epochs=1000 --set patience=1000`` so that a long budget is
+not cut short by the demo's epoch cap.
 """
 
 import argparse
@@ -36,7 +40,18 @@ def main() -> None:
     parser.add_argument("--fine-tune-seconds", type=float, help="training budget of each nightly fine-tune (default: the demo's)")
     parser.add_argument("--bootstrap-images", type=int, help="synthetic images the first model trains on (default: the demo's)")
     parser.add_argument("--architecture", help="network the bootstrap builds (default: ml.model's default)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other TrainingConfig field (repeatable; VALUE is read as JSON, else as a string)")
     args = parser.parse_args()
+    extra = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            extra[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key.strip()] = value
 
     bench_dir = Path(os.environ.get("HITL_HOME", ROOT / ".hitl")).resolve() / "bench"
     home = bench_dir / "learning_curve_home"
@@ -62,6 +77,7 @@ def main() -> None:
                  "bootstrap_images": args.bootstrap_images, "architecture": args.architecture}
     settings = training["ops"]["segmentation_model"]["config"]
     settings.update({key: value for key, value in overrides.items() if value is not None})
+    settings.update(extra)
     print(f"training settings: {json.dumps(settings)}", flush=True)
     runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": training})
     store = runner.resource("object_store")

@@ -21,13 +21,15 @@ measured before and after the pipeline run and the faster of the two is kept, so
 makes the reported ratio worse, never better; CPU seconds per image are reported beside wall
 seconds because they are much less sensitive to other load on a shared machine.
 
-The champion is a randomly initialised network of the default architecture registered in a
-temporary MLflow registry at the input size ``segmentation_model`` trains at (the forward pass
-costs the same whatever the weights). Writes ``$HITL_HOME/bench/pipeline.json``.
+The champion is a randomly initialised network of the architecture the nightly retraining builds
+(``TrainingConfig().architecture``, or ``--architecture``) registered in a temporary MLflow
+registry at the input size ``segmentation_model`` trains at (the forward pass costs the same
+whatever the weights). Writes ``$HITL_HOME/bench/pipeline.json``.
 
     .venv/bin/python benchmarks/pipeline.py            # full run (about 7 minutes on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
     .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the ratio only (about 3 minutes)
+    .venv/bin/python benchmarks/pipeline.py --architecture lraspp_mobilenet_v3_large   # another network
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def phase_setup(params: dict) -> dict:
 
     from hitl_assets.assets.training import TrainingConfig
     from ml.imageio import encode_jpeg
-    from ml.model import build_model
+    from ml.model import architecture_of, build_model
     from ml.synthetic import generate_item
     from resources.tables import write_table
 
@@ -85,7 +87,7 @@ def phase_setup(params: dict) -> dict:
     store, registry = _stores(work)
     size = int(params.get("input_size") or TrainingConfig().input_size)
     torch.manual_seed(0)
-    model = build_model().eval()
+    model = build_model(architecture=params.get("architecture") or TrainingConfig().architecture).eval()
     registry.activate()
     with mlflow.start_run(run_name="bench-champion"):
         version = registry.log_model(model, size, tags={"gold_iou": "0", "mode": "benchmark"})
@@ -129,7 +131,7 @@ def phase_setup(params: dict) -> dict:
         large.append((f"large-{i:02d}.jpg", encode_jpeg(image, quality=90), width, height))
         del image, noise
     manifest(large, "large")
-    return {"input_size": size, "model_version": version, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+    return {"input_size": size, "model_version": version, "architecture": architecture_of(model), "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
 
 
 # ----------------------------------------------------------------------------- bare forward (child)
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, help="synthetic images at the model's input size (default 1024; the issue asks for at least 256)")
     parser.add_argument("--large", type=int, help="6000x4000 photos (default 8)")
     parser.add_argument("--stream", type=str, help="comma-separated batch sizes for the streaming-memory run (default 500,5000; '' skips it)")
+    parser.add_argument("--architecture", help="network of the benchmark champion (default: the nightly retraining's, TrainingConfig().architecture)")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/pipeline.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = bench_dir() / "pipeline_work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    base = {"work": str(work)}
+    base = {"work": str(work), "architecture": args.architecture}
     log = lambda message: print(f"[pipeline] {message}", flush=True)  # noqa: E731
     try:
         log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
@@ -297,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "images": pipe["images"],
         "input_size": setup["input_size"],
+        "architecture": setup["architecture"],
         "bare_forward_ips": bare["ips"],
         "bare_forward_batch_size": bare["best_batch_size"],
         "bare_forward_ips_by_batch_size": bare["by_batch_size"],

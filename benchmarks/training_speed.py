@@ -1,7 +1,8 @@
 """Training throughput: seconds per epoch per 1,000 images at 256 px, and time to gold IoU 0.85 from scratch.
 
 Measured through ``ml.train``'s public functions (``train_one_epoch``, ``fit``) and ``ml.model.build_model``
-(the default architecture), on the synthetic catalog, each measurement in its own subprocess:
+(the network the nightly bootstrap builds, ``TrainingConfig().architecture``, unless ``--architecture``
+names another), on the synthetic catalog, each measurement in its own subprocess:
 
 * ``epoch``: one training epoch of ``--epoch-images`` images at 256 px (AdamW, batch 8, the
   training augmentation), with the data loaded in the main process and in 2 DataLoader workers, and
@@ -9,7 +10,7 @@ Measured through ``ml.train``'s public functions (``train_one_epoch``, ``fit``) 
   pins memory (half precision is not used for training here: results must not change materially).
 * ``to_iou``: ``fit`` from a randomly initialised model at the nightly input size with the
   nightly settings (``TrainingConfig``: batch size, bootstrap learning rate, cosine schedule over
-  the budget) on ``--train-images`` synthetic images; after every epoch the model is scored on a
+  the budget) on ``--train-images`` synthetic images (default: the bootstrap's 1,000); after every epoch the model is scored on a
   fixed synthetic gold set (not counted as training time). It stops at gold IoU >= 0.85 or at
   ``--budget`` seconds, and reports the seconds to the target or, honestly, the best IoU reached.
 
@@ -40,6 +41,7 @@ def phase_epoch(params: dict) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
+    from hitl_assets.assets.training import TrainingConfig
     from ml.augment import train_augmentation
     from ml.data import SegmentationSamples
     from ml.model import build_model, select_device
@@ -51,9 +53,10 @@ def phase_epoch(params: dict) -> dict:
     items = list(generate_catalog(n, seed=21, max_side=size * 2))
     dataset = SegmentationSamples([i.image for i in items], [i.mask for i in items], train_augmentation(size, seed=0))
     settings = {}
+    architecture = params.get("architecture") or TrainingConfig().architecture
     for name, workers, channels_last in params["settings"]:
         seed_everything(0)
-        model = build_model().to(device)
+        model = build_model(architecture=architecture).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -64,7 +67,7 @@ def phase_epoch(params: dict) -> dict:
         seconds = time.perf_counter() - started
         settings[name] = {"seconds_per_1000": seconds / (len(loader) * batch) * 1000, "loss": loss}
     best = min(settings, key=lambda k: settings[k]["seconds_per_1000"])
-    return {"size": size, "images": n, "device": str(device), "settings": settings, "best_setting": best,
+    return {"size": size, "images": n, "architecture": architecture, "device": str(device), "settings": settings, "best_setting": best,
             "seconds_per_epoch_per_1000": settings[best]["seconds_per_1000"], "peak_rss_mib": peak_rss_mib()}
 
 
@@ -86,11 +89,12 @@ def phase_to_iou(params: dict) -> dict:
     size, target, budget = nightly.input_size, params["target"], params["max_seconds"]
     device = select_device("auto")
     side = size * 2
-    train_items = list(generate_catalog(params["train_images"], seed=31, max_side=side))
+    train_images = params.get("train_images") or nightly.bootstrap_images
+    train_items = list(generate_catalog(train_images, seed=31, max_side=side))
     val_items = list(generate_catalog(params["val_images"], seed=32, max_side=side))
     gold_items = list(generate_catalog(params["gold_images"], seed=33, max_side=side))
     seed_everything(0)
-    model = build_model(architecture=params.get("architecture"))
+    model = build_model(architecture=params.get("architecture") or nightly.architecture)
     train = SegmentationSamples([i.image for i in train_items], [i.mask for i in train_items], train_augmentation(size, seed=0))
     val = SegmentationSamples([i.image for i in val_items], [i.mask for i in val_items], eval_transform(size))
     config = TrainConfig(input_size=size, batch_size=nightly.batch_size, max_epochs=10_000, learning_rate=nightly.bootstrap_learning_rate,
@@ -119,7 +123,7 @@ def phase_to_iou(params: dict) -> dict:
     return {
         "architecture": model.architecture, "input_size": size, "target_iou": target, "reached": reached, "seconds_to_target": curve[-1][0] if reached else None,
         "best_gold_iou": best[1], "best_at_seconds": best[0], "epochs": len(curve), "curve": curve, "budget_seconds": budget,
-        "train_images": params["train_images"], "gold_images": params["gold_images"],
+        "train_images": train_images, "gold_images": params["gold_images"],
         "wall_seconds": time.perf_counter() - started, "device": str(device), "peak_rss_mib": peak_rss_mib(),
     }
 
@@ -131,9 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and a 30 s budget")
     parser.add_argument("--epoch-images", type=int, help="images in the timed epoch (default 128)")
-    parser.add_argument("--train-images", type=int, help="synthetic training images for the run to IoU 0.85 (default 240, as the bootstrap)")
+    parser.add_argument("--train-images", type=int, help="synthetic training images for the run to IoU 0.85 (default: the nightly bootstrap's, 1,000)")
     parser.add_argument("--budget", type=float, help="training seconds allowed to reach gold IoU 0.85 (default 300)")
-    parser.add_argument("--architecture", help="network for the run to IoU 0.85 (default: ml.model's default, as a bootstrap builds)")
+    parser.add_argument("--architecture", help="network to train (default: the one the nightly bootstrap builds, TrainingConfig().architecture)")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/training_speed.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -145,10 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
     out_path = args.out or bench_dir() / "training_speed.json"
     settings = [["workers0", 0, False], ["workers2", 2, False], ["workers2_channels_last", 2, True]]
     print("[training_speed] one epoch at 256 px", flush=True)
-    epoch = run_phase(SCRIPT, "epoch", {"size": 256, "images": args.epoch_images or (32 if quick else 128), "settings": settings})
+    epoch = run_phase(SCRIPT, "epoch", {"size": 256, "images": args.epoch_images or (32 if quick else 128), "settings": settings, "architecture": args.architecture})
     budget = args.budget or (30.0 if quick else 300.0)
     print(f"[training_speed] from scratch to gold IoU {TARGET_IOU} (budget {budget:.0f} s)", flush=True)
-    to_iou = run_phase(SCRIPT, "to_iou", {"target": TARGET_IOU, "max_seconds": budget, "train_images": args.train_images or (48 if quick else 240),
+    to_iou = run_phase(SCRIPT, "to_iou", {"target": TARGET_IOU, "max_seconds": budget, "train_images": args.train_images or (48 if quick else None),
                                           "val_images": 16 if quick else 40, "gold_images": 16 if quick else 40, "architecture": args.architecture})
     report = {
         "seconds_per_epoch_per_1000_images_256px": epoch["seconds_per_epoch_per_1000"],

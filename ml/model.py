@@ -7,15 +7,15 @@ all trained from random weights (nothing can be downloaded).
   synthetic catalog (2 CPU cores, 192 px, batch 8, see benchmarks/_model_experiments.py):
   validation IoU 0.56 after 50 steps against 0.54 for LRASPP and 0.46 for the MobileNetV3 U-Net,
   but no better than LRASPP over a whole learning curve, so it is an option, not the default.
-* ``unet_mobilenet_v3_large``: a MobileNetV3-Large encoder (torchvision) with a light U-Net
-  decoder that merges skip connections at strides 16, 8, 4 and 2 and refines at full resolution.
-  Slow to start, best given time: from scratch on 1,000 synthetic images (192 px, 2 CPU cores,
+* ``unet_mobilenet_v3_large`` (what the nightly retraining bootstraps, ``TrainingConfig.architecture``):
+  a MobileNetV3-Large encoder (torchvision) with a light U-Net decoder that merges skip
+  connections at strides 16, 8, 4 and 2 and refines at full resolution. Slow to start, best given time: from scratch on 1,000 synthetic images (192 px, 2 CPU cores,
   benchmarks/training_speed.py) its gold IoU was 0.47 after 154 s (LRASPP: 0.55 after 104 s),
   0.80 after 803 s (LRASPP: 0.75) and 0.86 after 1,860 s, where LRASPP flattened out near 0.80.
-* ``lraspp_mobilenet_v3_large`` (the default): torchvision's LRASPP, the original model. It predicts at stride 8
-  and upsamples, so 2-4 px jewellery chains dissolve (gold IoU 0.11 on jewellery after 300
-  steps, against 0.67-0.80 for the other categories). It stays the default because it is ahead
-  in the first minutes, which is what the demo's and the default nightly budget give it.
+* ``lraspp_mobilenet_v3_large`` (``build_model``'s default, and the demo's): torchvision's LRASPP,
+  the original model. It predicts at stride 8 and upsamples, so 2-4 px jewellery chains dissolve
+  (gold IoU 0.11 on jewellery after 300 steps, against 0.67-0.80 for the other categories). It is
+  ahead in the first few minutes, which is all the demo's budget gives it.
   Registered models that carry no architecture name are LRASPP.
 """
 
@@ -34,9 +34,9 @@ LRASPP = "lraspp_mobilenet_v3_large"
 UNET = "unet_mobilenet_v3_large"
 UNET_SMALL = "unet_small"
 ARCHITECTURES = (UNET, LRASPP, UNET_SMALL)
-# What build_model() makes when no architecture is named: LRASPP, the architecture the learning
-# curve was measured with, and ahead in the few minutes the default budgets give. For nightly
-# budgets of half an hour or more, set TrainingConfig.architecture to UNET (see the docstring).
+# What build_model() makes when no architecture is named: LRASPP, ahead in the first few minutes
+# of training (the demo's and the tests' budgets). The nightly retraining's half-hour bootstrap
+# builds UNET instead (TrainingConfig.architecture; see the docstring).
 ARCHITECTURE = LRASPP
 # Models registered before architectures were named were all LRASPP.
 LEGACY_ARCHITECTURE = LRASPP

@@ -53,3 +53,15 @@ def test_summary_names_the_architecture_of_the_run_to_iou_085(tmp_path):
     lines = load_summary().summary(tmp_path).splitlines()
     [row] = [text for text in lines if "gold IoU 0.85" in text]
     assert "budget 2400 s, lraspp_mobilenet_v3_large" in row and "not reached (best 0.796)" in row
+
+
+def test_summary_names_the_architecture_of_the_pipeline_champion(tmp_path):
+    (tmp_path / "pipeline.json").write_text(json.dumps({
+        "images": 1024, "device": "cpu", "architecture": "unet_mobilenet_v3_large",
+        "bare_forward_ips": 40.0, "pipeline_ips": 34.0, "ratio": 0.85, "peak_rss_mib": 1500.0,
+    }))
+    lines = load_summary().summary(tmp_path).splitlines()
+    [row] = [text for text in lines if "bare forward" in text]
+    assert "(cpu, 1024 images, unet_mobilenet_v3_large)" in row
+    [ratio] = [text for text in lines if "ratio" in text]
+    assert ratio.rstrip().endswith(">= 0.8: met")

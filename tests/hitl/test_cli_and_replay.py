@@ -58,3 +58,13 @@ def test_hitl_replay_runs_rounds_on_labelled_images(tmp_path, monkeypatch):
     assert set(rows[0]) == {"round", "gold_iou", "automation_rate", "correction_rate", "fn_rate", "model_version"}
     assert all(0.0 <= r["gold_iou"] <= 1.0 for r in rows)
     assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").exists()
+
+
+def test_hitl_replay_refuses_two_training_budgets_at_once(tmp_path):
+    write_catalog(tmp_path / "labelled", 2, seed=21, max_side=64)
+    result = CliRunner().invoke(main, [
+        "replay", "--images", str(tmp_path / "labelled" / "images"), "--masks", str(tmp_path / "labelled" / "masks"),
+        "--rounds", "1", "--out", str(tmp_path / "r.json"), "--fast", "--nightly",
+    ])
+    assert result.exit_code == 2 and "--fast and --nightly" in result.output
+    assert not (tmp_path / "r.json").exists()

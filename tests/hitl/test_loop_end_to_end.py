@@ -5,10 +5,12 @@ import mlflow
 import pandas as pd
 import pytest
 
+from hitl_assets.assets.training import TrainingConfig
 from hitl_assets.cli import demo_training_config
 from hitl_assets.definitions import build_definitions
 from hitl_assets.loop import LoopRunner, ensure_champion, run_round
 from ml.imageio import decode_mask
+from ml.model import UNET
 from ml.reviewer import ReplayConfig
 from ml.synthetic import write_catalog
 from resources.tables import read_table
@@ -91,3 +93,23 @@ def test_ingest_without_a_champion_fails_clearly(tmp_path, runner, hitl_resource
     runner.instance.add_dynamic_partitions("batches", ["b0"])
     with pytest.raises(dg.Failure, match="no champion segmentation model"):
         runner.execute("ingest_job", "b0")
+
+
+def test_the_nightly_default_bootstraps_the_unet_and_the_pipeline_runs_on_it(tmp_path, hitl_resources, instance):
+    """Without the demo's architecture the bootstrap builds TrainingConfig's default, and every asset serves it."""
+    config = demo_training_config(fast=True)
+    del config["ops"]["segmentation_model"]["config"]["architecture"]
+    runner = LoopRunner(build_definitions(hitl_resources), instance, tmp_path / "cursors.json", run_config={"retrain_job": config})
+    ensure_champion(runner)
+    registry = hitl_resources["model_registry"]
+    champion = registry.load_champion()
+    assert champion.model.architecture == UNET == TrainingConfig().architecture
+
+    catalog = tmp_path / "catalog"
+    write_catalog(catalog, 4, seed=11, max_side=256)
+    row = run_round(runner, 1, "batch-u", catalog / "images", catalog / "masks", catalog / "catalog.csv", ReplayConfig(seed=1))
+    outputs = read_table(hitl_resources["object_store"], "ai_outputs", "batch-u")
+    assert len(outputs) == 4 and set(outputs["model_version"].astype(str)) == {"1"}
+    assert row["images"] == 4
+    # the fine-tune kept the champion's architecture
+    assert registry.load_version("2").model.architecture == UNET
