@@ -91,7 +91,8 @@ def generic_rows(name: str, data) -> list[list]:
 
 def learning_curve_rows(rows_in: list[dict]) -> list[list]:
     rows = [["learning_curve", f"round {r['round']}",
-             f"gold IoU {r['gold_iou']}, corrections {r['correction_rate']:.0%}, automation@FN1% {r['automation_at_fn_1pct']:.0%}", ""]
+             f"gold IoU {r['gold_iou']}, corrections {r['correction_rate']:.0%}, automation@FN1% {r['automation_at_fn_1pct']:.0%}"
+             + (f", fixed hold-out IoU {r['holdout_iou']}" if r.get("holdout_iou") is not None else ""), ""]
             for r in rows_in]
     if rows_in:  # the goal is judged on the last round
         last = rows_in[-1]

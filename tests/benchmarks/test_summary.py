@@ -21,7 +21,7 @@ def test_summary_lists_every_fault_round_and_review_action_with_its_goal(tmp_pat
     ]))
     (tmp_path / "learning_curve.json").write_text(json.dumps([
         {"round": 1, "gold_iou": 0.6, "correction_rate": 0.9, "automation_at_fn_1pct": 0.0},
-        {"round": 2, "gold_iou": 0.91, "correction_rate": 0.2, "automation_at_fn_1pct": 0.75},
+        {"round": 2, "gold_iou": 0.91, "correction_rate": 0.2, "automation_at_fn_1pct": 0.75, "holdout_iou": 0.88},
     ]))
     (tmp_path / "review_load.json").write_text(json.dumps({
         "actions": {"decide": 10}, "p50_ms": {"decide": 12.0}, "p99_ms": {"decide": 40.0},
@@ -39,7 +39,8 @@ def test_summary_lists_every_fault_round_and_review_action_with_its_goal(tmp_pat
     assert line("object_store_transient_failures").rstrip().endswith(" met")
     assert line("publish_location_disk_full").rstrip().endswith("NOT met")
     assert "round 1" in line("gold IoU 0.6,") and "NOT met" not in line("gold IoU 0.6,")
-    assert line("round 2").rstrip().endswith(": met")
+    assert line("round 2").rstrip().endswith(": met") and "fixed hold-out IoU 0.88" in line("round 2")
+    assert "hold-out" not in line("round 1")
     assert "p50 12 ms, p99 40 ms" in line("decide (10)")
     assert line("20 reviewers, sqlite store").rstrip().endswith(": met")
     assert "unreadable" in line("other")
