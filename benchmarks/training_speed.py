@@ -10,8 +10,8 @@ names another), on the synthetic catalog, each measurement in its own subprocess
   pins memory (half precision is not used for training here: results must not change materially).
 * ``to_iou``: ``fit`` from a randomly initialised model at the nightly input size with the
   nightly settings (``TrainingConfig``: batch size, bootstrap learning rate, cosine schedule over
-  the budget) on ``--train-images`` synthetic images (default: the bootstrap's 1,000); after every epoch the model is scored on a
-  fixed synthetic gold set (not counted as training time). It stops at gold IoU >= 0.85 or at
+  the budget) on ``--train-images`` synthetic images (default: the bootstrap's 1,000); after
+  every epoch the model is scored on a fixed synthetic gold set (not counted as training time). It stops at gold IoU >= 0.85 or at
   ``--budget`` seconds, and reports the seconds to the target or, honestly, the best IoU reached.
 
 Writes ``$HITL_HOME/bench/training_speed.json``.
