@@ -82,7 +82,7 @@ def main() -> None:
         shutil.rmtree(home)
     os.environ["HITL_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
-    from hitl_assets.cli import demo_training_config, prepare_environment
+    from hitl_assets.cli import demo_training_config, nightly_training_config, prepare_environment
 
     prepare_environment()
     import dagster as dg
@@ -96,7 +96,7 @@ def main() -> None:
     from ml.synthetic import generate_catalog, write_catalog
     from resources.tables import read_table
 
-    training = {"ops": {"segmentation_model": {"config": {}}}} if args.nightly else demo_training_config(args.fast)
+    training = nightly_training_config() if args.nightly else demo_training_config(args.fast)
     overrides = {"bootstrap_seconds": args.bootstrap_seconds, "fine_tune_seconds": args.fine_tune_seconds,
                  "bootstrap_images": args.bootstrap_images, "architecture": args.architecture}
     settings = training["ops"]["segmentation_model"]["config"]

@@ -85,9 +85,10 @@ def phase_setup(params: dict) -> dict:
 
     work = Path(params["work"])
     store, registry = _stores(work)
-    size = int(params.get("input_size") or TrainingConfig().input_size)
+    nightly = TrainingConfig()
+    size = int(params.get("input_size") or nightly.input_size)
     torch.manual_seed(0)
-    model = build_model(architecture=params.get("architecture") or TrainingConfig().architecture).eval()
+    model = build_model(architecture=params.get("architecture") or nightly.architecture).eval()
     registry.activate()
     with mlflow.start_run(run_name="bench-champion"):
         version = registry.log_model(model, size, tags={"gold_iou": "0", "mode": "benchmark"})

@@ -70,6 +70,11 @@ def demo_training_config(fast: bool) -> dict:
     return {"ops": {"segmentation_model": {"config": config}}}
 
 
+def nightly_training_config() -> dict:
+    """Run config that trains as the nightly schedule does: ``TrainingConfig``'s own defaults."""
+    return {"ops": {"segmentation_model": {"config": {}}}}
+
+
 @main.command()
 @click.option("--rounds", default=3, show_default=True, help="Turns of the loop.")
 @click.option("--images", "images_per_round", default=120, show_default=True, help="Images in each round's batch.")
@@ -148,7 +153,7 @@ def replay(images_dir: str, masks_dir: str, rounds: int, out_file: str, catalog_
     if len(files) < rounds:
         raise click.UsageError(f"{images_dir} holds {len(files)} file(s): too few for {rounds} rounds")
     random.Random(seed).shuffle(files)
-    training = {"ops": {"segmentation_model": {"config": {}}}} if nightly else demo_training_config(fast)
+    training = nightly_training_config() if nightly else demo_training_config(fast)
     runner = LoopRunner(build_definitions(), dg.DagsterInstance.get(), home / "sensor_cursors.json", run_config={"retrain_job": training})
     click.echo(f"HITL_HOME={home}: {len(files)} images in {rounds} rounds" + (" (nightly training budget)" if nightly else ""))
     ensure_champion(runner)

@@ -9,7 +9,8 @@ all trained from random weights (nothing can be downloaded).
   but no better than LRASPP over a whole learning curve, so it is an option, not the default.
 * ``unet_mobilenet_v3_large`` (what the nightly retraining bootstraps, ``TrainingConfig.architecture``):
   a MobileNetV3-Large encoder (torchvision) with a light U-Net decoder that merges skip
-  connections at strides 16, 8, 4 and 2 and refines at full resolution. Slow to start, best given time: from scratch on 1,000 synthetic images (192 px, 2 CPU cores,
+  connections at strides 16, 8, 4 and 2 and refines at full resolution. Slow to start, best
+  given time: from scratch on 1,000 synthetic images (192 px, 2 CPU cores,
   benchmarks/training_speed.py) its gold IoU was 0.47 after 154 s (LRASPP: 0.55 after 104 s),
   0.80 after 803 s (LRASPP: 0.75) and 0.86 after 1,860 s, where LRASPP flattened out near 0.80.
 * ``lraspp_mobilenet_v3_large`` (``build_model``'s default, and the demo's): torchvision's LRASPP,
