@@ -35,6 +35,8 @@ No Dagster import here: this is pure ML code.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -53,7 +55,14 @@ def _as_prob(prob: np.ndarray) -> np.ndarray:
         p = p[0] if p.shape[0] == 1 else p[..., 0]
     if p.ndim != 2:
         raise ValueError(f"probability map must be 2-D (h, w), got shape {np.shape(prob)}")
-    return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    # clipped to [0, 1] in two passes: fmax ignores NaN (NaN and -inf become 0), minimum caps +inf at 1
+    out = np.fmax(p, np.float32(0.0))
+    return np.minimum(out, np.float32(1.0), out=out)
+
+
+@functools.lru_cache(maxsize=None)
+def _band_kernel(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def quality_signals(prob: np.ndarray, min_component_fraction: float = 0.002) -> dict[str, float]:
@@ -65,19 +74,20 @@ def quality_signals(prob: np.ndarray, min_component_fraction: float = 0.002) -> 
     p = _as_prob(prob)
     h, w = p.shape
     n = h * w
-    fg = (p >= 0.5).astype(np.uint8)
+    fg = (p >= 0.5).view(np.uint8)
     uncertain = (p > _UNCERTAIN_LOW) & (p < _UNCERTAIN_HIGH)
 
-    radius = max(2, round(_BAND_FRACTION * max(h, w)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    dilated = cv2.dilate(fg, kernel).astype(bool)
-    eroded = cv2.erode(fg, kernel).astype(bool)  # the image border does not count as an edge
+    kernel = _band_kernel(max(2, round(_BAND_FRACTION * max(h, w))))
+    dilated = cv2.dilate(fg, kernel)
+    eroded = cv2.erode(fg, kernel)  # the image border does not count as an edge
 
-    region = dilated | (p > _UNCERTAIN_LOW)
-    certainty = np.abs(2.0 * p - 1.0)
-    confidence = float(certainty[region].mean()) if region.any() else float(certainty.mean())
+    region = dilated | (p > _UNCERTAIN_LOW).view(np.uint8)
+    certainty = np.abs(p - np.float32(0.5))  # |2p - 1| / 2
+    n_region = cv2.countNonZero(region)
+    # cv2.mean sums in float64 over the masked pixels, without gathering them into a copy
+    confidence = 2.0 * (cv2.mean(certainty, mask=region)[0] if n_region else float(certainty.mean()))
 
-    band = (dilated & ~eroded) | uncertain
+    band = (dilated > eroded) | uncertain
     n_band = int(np.count_nonzero(band))
     boundary_uncertainty = float(np.count_nonzero(uncertain) / n_band) if n_band else 0.0
 

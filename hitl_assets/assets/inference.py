@@ -1,22 +1,26 @@
 """ai_outputs: the champion model's mask, cut-out and brand composite for every accepted image.
 
-Throughput (issue 8): the model's forward pass is the floor, everything else overlaps it. Chunks
-of ``batch_size`` images stream through three stages: a thread pool reads and decodes the next
-chunk while the model runs on this one; the model sees whole batches; the same pool then
-computes the quality signals, post-processes (vectorised, uint8 at full resolution), encodes
-and writes the previous chunk's outputs, so the main thread goes straight on to the next
-forward pass. The process keeps freed memory for reuse (``ml.runtime``): without that, every
-numpy and torch temporary page-faults afresh. At most two chunks are in flight, so memory is
-bounded by the chunk size, not by the batch. Small photos (up to ``DECODE_ONCE_PIXELS``) are
-decoded once and kept for the composite; large ones are decoded twice, once reduced (JPEG draft
-mode) for the model and once at full size, one at a time per worker, for the composite. Seconds
-per stage (summed over threads) are reported in the materialization's metadata.
+Throughput (issue 8): the model's forward pass is the floor, everything else fits around it.
+The batch is cut into chunks of ``batch_size`` images and worked by a few parallel lanes (one
+per CPU core, 2 to 4). Each lane takes the next chunk, reads and decodes it, runs the model on
+the whole chunk with its share of the CPU cores (PyTorch threads = cores / lanes), then computes
+the quality signals, post-processes (vectorised, uint8 at full resolution), encodes and writes
+that chunk's outputs. While one lane post-processes, another runs its forward pass, and no core
+is oversubscribed: on 2 cores, a forward pass sharing its cores with post-processing threads ran
+at about half speed, two single-threaded lanes at close to full speed (README, "Performance").
+The process keeps freed memory for reuse (``ml.runtime``): without that, every numpy and torch
+temporary page-faults afresh. Each lane holds one chunk at a time, so memory is bounded by
+lanes x chunk size, not by the batch. Small photos (up to ``DECODE_ONCE_PIXELS``) are decoded
+once and kept for the composite; large ones are decoded twice, once reduced (JPEG draft mode)
+for the model and once at full size, one at a time per lane, for the composite. Seconds per
+stage (summed over lanes) are reported in the materialization's metadata.
 """
 
+import math
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import dagster as dg
@@ -53,8 +57,10 @@ class InferenceConfig(dg.Config):
     # zlib level of the mask and cut-out PNGs: 1 is several times faster than 6 on 24 MP cut-outs
     # and, with run-length matching, about as small; the pixels are the same whatever the level.
     png_compress_level: int = 1
-    # Threads that decode, post-process and write while the model runs (0: one per CPU core, 2 to 4).
-    # Measured on 2 cores: 2 workers beside torch's 2 threads beat 1 worker beside 1 (31 against 27 img/s).
+    # Parallel lanes, each decoding, running the model on, post-processing and writing one chunk at
+    # a time with cores / lanes PyTorch threads (0: one per CPU core, 2 to 4). Measured on 2 cores
+    # with the U-Net: two one-thread lanes 33-38 img/s, against 29-31 for one two-thread forward
+    # pass beside two post-processing threads.
     workers: int = 0
 
     def brand(self) -> BrandStandard:
@@ -155,9 +161,25 @@ def render_outputs(
     return outputs
 
 
-def _worker_count(configured: int) -> int:
-    # Capped: each worker may hold one full-size photo and its outputs (about 0.4 GB at 24 MP).
+def _lane_count(configured: int) -> int:
+    # Capped: each lane may hold one full-size photo and its outputs (about 0.4 GB at 24 MP).
     return configured if configured > 0 else max(2, min(4, os.cpu_count() or 2))
+
+
+class _ChunkQueue:
+    """Hands out chunk indices to lanes, in order, until the chunks run out or a lane fails."""
+
+    def __init__(self, count: int) -> None:
+        self._next, self._count = 0, count
+        self._lock = threading.Lock()
+        self.failed = threading.Event()
+
+    def take(self) -> int | None:
+        with self._lock:
+            if self.failed.is_set() or self._next >= self._count:
+                return None
+            self._next += 1
+            return self._next - 1
 
 
 @dg.asset(
@@ -185,7 +207,6 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     size = champion.input_size
     half = device.type == "cuda"
     stages = StageTimer()
-    rows: list[dict] = []
 
     def load(record: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """(model input, full-size photo or None): small photos are decoded once and kept, large ones reduced (draft mode)."""
@@ -201,12 +222,6 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
         stages.add("resize", time.perf_counter() - t1)
         return small, (image if keep else None)
 
-    def load_chunk(chunk: list[dict]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        return [load(record) for record in chunk]
-
-    def finish(pending: list[tuple[dict, Future]]) -> None:
-        rows.extend({**record, **future.result()} for record, future in pending)
-
     def outputs(record: dict, prob: np.ndarray, full: np.ndarray | None) -> dict:
         t0 = time.perf_counter()
         signals = quality_signals(prob)
@@ -216,29 +231,49 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             object_store, record, prob, brand, keys, config.jpeg_quality,
             image=full, png_compress_level=config.png_compress_level, stages=stages,
         )
-        return {**signals, **rendered}
+        return {**record, **signals, **rendered}
 
-    workers = _worker_count(config.workers)
-    chunks = [records[i : i + config.batch_size] for i in range(0, len(records), config.batch_size)]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ai_outputs") as pool:
-        pending: list[tuple[dict, Future]] = []
-        prefetch = pool.submit(load_chunk, chunks[0]) if chunks else None
-        for index, chunk in enumerate(chunks):
-            loaded = prefetch.result()
-            if index + 1 < len(chunks):
-                prefetch = pool.submit(load_chunk, chunks[index + 1])
-            t0 = time.perf_counter()
-            probs = predict_probabilities(champion.model, [small for small, _ in loaded], size, device=device, batch_size=len(loaded), half=half)
-            stages.add("forward", time.perf_counter() - t0)
-            # Finish the previous chunk before queueing more full-size work: memory stays bounded.
-            finish(pending)
-            # Quality signals, post-processing, encoding and writes all run in the workers, so the
-            # main thread goes straight on to the next forward pass.
-            pending = [(record, pool.submit(outputs, record, prob, full)) for record, prob, (_, full) in zip(chunk, probs, loaded)]
-            del loaded, probs
-            context.log.debug(f"chunk {index + 1}/{len(chunks)} done")
-        finish(pending)
-        del pending
+    lanes = _lane_count(config.workers)
+    # Chunks of batch_size, smaller when the batch is too small to keep every lane busy (a handful
+    # of 24 MP photos is mostly post-processing: it goes fastest spread over all the lanes).
+    chunk_size = max(1, min(config.batch_size, math.ceil(len(records) / lanes)))
+    chunks = [records[i : i + chunk_size] for i in range(0, len(records), chunk_size)]
+    lanes = max(1, min(lanes, len(chunks)))
+    model_threads = torch.get_num_threads()
+    # On the CPU the lanes split the cores between them; on a GPU each lane's host threads only feed it.
+    lane_threads = max(1, model_threads // lanes) if device.type == "cpu" else model_threads
+    done: list[list[dict] | None] = [None] * len(chunks)
+    queue = _ChunkQueue(len(chunks))
+
+    def lane() -> None:
+        torch.set_num_threads(lane_threads)  # this thread's intra-op threads
+        try:
+            while (index := queue.take()) is not None:
+                chunk = chunks[index]
+                loaded = [load(record) for record in chunk]
+                t0 = time.perf_counter()
+                probs = predict_probabilities(champion.model, [small for small, _ in loaded], size, device=device, batch_size=len(loaded), half=half)
+                stages.add("forward", time.perf_counter() - t0)
+                done[index] = [outputs(record, prob, full) for record, prob, (_, full) in zip(chunk, probs, loaded)]
+                del loaded, probs
+        except BaseException:
+            queue.failed.set()  # the other lanes stop after their current chunk
+            raise
+
+    # OpenCV's thread pool is process-wide: with several lanes the lanes are the parallelism, and
+    # OpenCV splitting each small image over every core on top of them would oversubscribe the CPU.
+    opencv_threads = cv2.getNumThreads()
+    if lanes > 1:
+        cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="ai_outputs") as pool:
+            for future in [pool.submit(lane) for _ in range(lanes)]:
+                future.result()
+    finally:
+        torch.set_num_threads(model_threads)  # MKL's thread count is process-wide: restore it
+        cv2.setNumThreads(opencv_threads)
+    rows = [row for chunk_rows in done for row in chunk_rows or ()]
+    context.log.info(f"{len(rows)} images in {len(chunks)} chunks over {lanes} lanes of {lane_threads} model thread(s)")
 
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -256,8 +291,8 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             "input_size": size,
             "calibrated": champion.calibrator is not None,
             "device": str(device),
-            "workers": workers,
-            "model_threads": torch.get_num_threads(),
+            "lanes": lanes,
+            "model_threads_per_lane": lane_threads,
             "mean_confidence": float(frame["confidence"].mean()) if len(frame) else 0.0,
             "signals": dg.MetadataValue.md(frame[list(SIGNALS)].describe().round(3).to_markdown()) if len(frame) else "none",
             "seconds": seconds,

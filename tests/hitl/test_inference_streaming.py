@@ -58,7 +58,7 @@ def _materialize(object_store, model_registry, **config):
 def test_outputs_do_not_depend_on_chunking_or_decoding_path(object_store, model_registry, batch_with_champion, monkeypatch):
     whole, metadata = _materialize(object_store, model_registry, batch_size=16)
     masks = {key: decode_mask(object_store.get_bytes(key)) for key in whole["mask_key"]}
-    # chunks of 2 with 2 workers, and the two-pass decoding of large photos for all but the smallest
+    # chunks of 2 over 2 lanes, and the two-pass decoding of large photos for all but the smallest
     monkeypatch.setattr(inference, "DECODE_ONCE_PIXELS", 10_000)
     chunked, _ = _materialize(object_store, model_registry, batch_size=2, workers=2)
     assert list(chunked["image_id"]) == [f"img-{i}" for i in range(len(SIZES))]
@@ -73,7 +73,7 @@ def test_outputs_do_not_depend_on_chunking_or_decoding_path(object_store, model_
     assert metadata["images"] == len(SIZES) and metadata["images_per_second"] > 0
 
 
-def test_at_most_two_chunks_are_in_memory(object_store, model_registry, batch_with_champion, monkeypatch):
+def test_each_lane_holds_one_chunk_at_a_time(object_store, model_registry, batch_with_champion, monkeypatch):
     decoded, finished, most = [0], [0], [0]
     real_load, real_render = inference.load_rgb, inference.render_outputs
 
@@ -89,10 +89,57 @@ def test_at_most_two_chunks_are_in_memory(object_store, model_registry, batch_wi
 
     monkeypatch.setattr(inference, "load_rgb", load)
     monkeypatch.setattr(inference, "render_outputs", render)
-    frame, _ = _materialize(object_store, model_registry, batch_size=1, workers=2)
+    frame, metadata = _materialize(object_store, model_registry, batch_size=1, workers=2)
     assert len(frame) == len(SIZES) and finished[0] == len(SIZES)
-    # a chunk being decoded, one in the model, one being rendered: never the whole batch at once
-    assert most[0] <= 3
+    # two lanes, each decoding, predicting and rendering one single-image chunk: never the whole batch at once
+    assert metadata["lanes"] == 2
+    assert most[0] <= 2
+
+
+def test_lanes_restore_the_thread_settings_and_a_failing_lane_fails_the_run(object_store, model_registry, batch_with_champion, monkeypatch):
+    import cv2
+    import torch
+
+    torch_threads, opencv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    frame, metadata = _materialize(object_store, model_registry, batch_size=1, workers=3)
+    assert len(frame) == len(SIZES) and metadata["lanes"] == 3
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_threads, opencv_threads)
+
+    real_render = inference.render_outputs
+
+    def render(store, row, *args, **kwargs):
+        if row["image_id"] == "img-1":
+            raise OSError(f"{row['file']}: disk full")
+        return real_render(store, row, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "render_outputs", render)
+    resources = {"object_store": object_store, "model_registry": model_registry, "io_manager": ParquetIOManager(object_store=object_store)}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, ["b1"])
+        with pytest.raises(OSError, match="1.jpg: disk full"):
+            dg.materialize([raw_images, ai_outputs], selection=[ai_outputs], partition_key="b1", resources=resources,
+                           instance=instance, run_config={"ops": {"ai_outputs": {"config": {"batch_size": 1, "workers": 2}}}})
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_threads, opencv_threads)
+
+
+def test_the_chunk_queue_hands_out_each_chunk_once_in_order_and_stops_after_a_failure():
+    from concurrent.futures import ThreadPoolExecutor
+
+    queue = inference._ChunkQueue(200)
+
+    def drain(_):
+        taken = []
+        while (index := queue.take()) is not None:
+            taken.append(index)
+        return taken
+
+    with ThreadPoolExecutor(4) as pool:
+        taken = [i for lane in pool.map(drain, range(4)) for i in lane]
+    assert sorted(taken) == list(range(200))
+    stopped = inference._ChunkQueue(5)
+    assert stopped.take() == 0
+    stopped.failed.set()  # a lane failed: the others take nothing more
+    assert stopped.take() is None
 
 
 def test_encode_png_fast_round_trips():
