@@ -7,6 +7,9 @@ import os
 import pytest
 import torch
 
+import numpy as np
+import pandas as pd
+
 from resources import ModelRegistry, ObjectStore, ParquetIOManager, ReviewStore, TolerancePolicy
 
 # Two cores: keep torch from oversubscribing them when pytest runs alongside data loading.
@@ -47,3 +50,21 @@ def instance():
 
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+def _review_history(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Quality signals of ``n`` reviewed items and whether each needed a correction (low confidence usually did)."""
+    rng = np.random.default_rng(seed)
+    confidence = rng.uniform(0.3, 1.0, n)
+    frame = pd.DataFrame({
+        "confidence": confidence, "boundary_uncertainty": rng.uniform(0, 0.5, n), "mask_area_fraction": rng.uniform(0.05, 0.6, n),
+        "connected_components": rng.integers(1, 4, n), "colour_distance": rng.uniform(0, 30, n),
+    })
+    needs = rng.uniform(size=n) < 1 / (1 + np.exp(12 * (confidence - 0.7)))
+    return frame, needs
+
+
+@pytest.fixture
+def review_history():
+    """A factory of seeded synthetic review histories: ``review_history(n=400, seed=0) -> (signals, needs_correction)``."""
+    return _review_history
