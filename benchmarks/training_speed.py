@@ -99,7 +99,7 @@ def phase_to_iou(params: dict) -> dict:
     val = SegmentationSamples([i.image for i in val_items], [i.mask for i in val_items], eval_transform(size))
     config = TrainConfig(input_size=size, batch_size=nightly.batch_size, max_epochs=10_000, learning_rate=nightly.bootstrap_learning_rate,
                          patience=10_000, max_seconds=budget, seed=0, device=str(device), lr_schedule=nightly.lr_schedule,
-                         boundary_weight=nightly.boundary_weight)
+                         boundary_weight=nightly.boundary_weight, channels_last=nightly.channels_last, num_workers=nightly.loader_workers)
     curve: list[tuple[float, float]] = []
     training = 0.0  # seconds of training (and validation) only: the gold evaluations are the benchmark's
     started = time.perf_counter()

@@ -252,7 +252,9 @@ def _make_loaders(train: Dataset, val: Dataset, config: TrainConfig, device: tor
     # A ragged last batch of one or two images gives noisy BatchNorm statistics; drop it
     # unless that would leave nothing to train on (tiny correction sets).
     drop_last = len(train) > config.batch_size
-    common = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker)
+    # Persistent workers: forked once per run, not for every epoch, BatchNorm refresh and validation pass.
+    common = dict(num_workers=config.num_workers, pin_memory=device.type == "cuda", worker_init_fn=_seed_worker,
+                  persistent_workers=config.num_workers > 0)
     train_loader = DataLoader(
         train, batch_size=config.batch_size, shuffle=True, drop_last=drop_last, generator=generator, **common
     )

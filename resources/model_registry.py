@@ -106,9 +106,11 @@ class ModelRegistry(dg.ConfigurableResource):
         tags = model_version.tags or {}
         calibrator = None
         if tags.get("calibrated") == "true":
+            # A version's own run holds its calibrator, unless a later retraining refreshed it (adopt_calibrator).
+            calibrator_run = tags.get("calibrator_run_id") or model_version.run_id
             with tempfile.TemporaryDirectory() as tmp:
                 path = mlflow.artifacts.download_artifacts(
-                    run_id=model_version.run_id, artifact_path=CALIBRATOR_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
+                    run_id=calibrator_run, artifact_path=CALIBRATOR_ARTIFACT, dst_path=tmp, tracking_uri=self.tracking_uri
                 )
                 calibrator = Calibrator.from_json(Path(path).read_text())
         gold = tags.get("gold_iou")
@@ -211,6 +213,16 @@ class ModelRegistry(dg.ConfigurableResource):
             {"action": r["tags.hitl.action"], "version": r["tags.hitl.model_version"], "replaced": r["tags.hitl.replaced_version"], "actor": r["tags.hitl.actor"], "at": str(r["start_time"])}
             for _, r in runs.iterrows()
         ]
+
+    def adopt_calibrator(self, version: str, run_id: str, reason: str) -> None:
+        """Serve ``version`` with the needs-correction calibrator logged by training run ``run_id``.
+
+        For a champion that keeps its place: the retraining that fitted the calibrator on the
+        latest review history (the champion's own outputs and their verdicts) produced a
+        challenger that was rejected, but the calibrator itself is the champion's best.
+        """
+        self.client().get_run(run_id)  # fails clearly on an unknown run
+        self.tag_version(version, {"calibrated": "true", "calibrator_run_id": run_id, "calibrator_reason": reason})
 
     def tag_version(self, version: str, tags: dict[str, str]) -> None:
         """Set tags on a registered version (promotion outcome and reason, gold metrics)."""

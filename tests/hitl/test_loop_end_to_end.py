@@ -96,14 +96,18 @@ def test_ingest_without_a_champion_fails_clearly(tmp_path, runner, hitl_resource
 
 
 def test_the_nightly_default_bootstraps_the_unet_and_the_pipeline_runs_on_it(tmp_path, hitl_resources, instance):
-    """Without the demo's architecture the bootstrap builds TrainingConfig's default, and every asset serves it."""
+    """Without the demo's architecture and loading settings the bootstrap builds TrainingConfig's default network,
+    trains it channels_last with DataLoader workers, and every asset serves it."""
     config = demo_training_config(fast=True)
-    del config["ops"]["segmentation_model"]["config"]["architecture"]
+    for nightly_default in ("architecture", "channels_last", "loader_workers"):
+        del config["ops"]["segmentation_model"]["config"][nightly_default]
     runner = LoopRunner(build_definitions(hitl_resources), instance, tmp_path / "cursors.json", run_config={"retrain_job": config})
     ensure_champion(runner)
     registry = hitl_resources["model_registry"]
     champion = registry.load_champion()
     assert champion.model.architecture == UNET == TrainingConfig().architecture
+    bootstrap = mlflow.get_run(champion.run_id).data.params
+    assert (bootstrap["channels_last"], bootstrap["loader_workers"]) == ("True", "2")
 
     catalog = tmp_path / "catalog"
     write_catalog(catalog, 4, seed=11, max_side=256)
