@@ -132,6 +132,8 @@ def main() -> None:
             "gold_iou": row["gold_iou"],
             "correction_rate": row["correction_rate"],
             "automation_at_fn_1pct": round(automation_at_fn(risk, needs, 0.01), 4),
+            # the same items ranked by raw confidence alone: shows what the calibrator adds or costs
+            "automation_at_fn_1pct_by_confidence": round(automation_at_fn(1.0 - outputs["confidence"].to_numpy(dtype=float), needs, 0.01), 4),
             "automation_rate": row["automation_rate"],
             "needs_correction_share": round(float(needs.mean()), 4),
             "ranked_by": "calibrated" if np.isfinite(probability).all() else "confidence",
