@@ -46,14 +46,18 @@ class TrainingConfig(dg.Config):
     max_epochs: int = 1000
     patience: int = 10
     bootstrap_learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 5e-4
+    # A tenth of the bootstrap's: the champion ended its own schedule near zero, and at 5e-4 every
+    # nightly fine-tune lost 0.01-0.04 gold IoU on it before it could gain (README, "Learning curve").
+    fine_tune_learning_rate: float = 1e-4
     # Cosine decay over each run's budget (steps or seconds, whichever ends it) with a short warm-up.
     lr_schedule: str = "cosine"
     boundary_weight: float = 0.0
     bootstrap_images: int = 1000
     bootstrap_seconds: float = 1800.0
     fine_tune_seconds: float = 600.0
-    synthetic_replay_images: int = 48
+    # Fresh synthetic images beside the night's corrections (a new slice every night), so that a
+    # fine-tune keeps what the corrections do not show and validates on more than a few dozen images.
+    synthetic_replay_images: int = 256
     min_gold_images: int = 10
     synthetic_gold_images: int = 40
     validation_fraction: float = 0.15
@@ -113,7 +117,11 @@ def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
         mlflow.set_tag("hitl.calibration", f"skipped: {len(labels)} reviewed items, {int(labels.sum()) if len(labels) else 0} needing correction")
         return {"calibrated": False}
     mlflow.log_text(calibrator.to_json(), CALIBRATOR_ARTIFACT)
-    curve = reliability_curve(cross_validated_probabilities(signals, labels), labels)
+    signals_used = "+".join(calibrator.features)
+    mlflow.set_tag("hitl.calibration_signals", signals_used)
+    # out-of-fold log loss of every signal set tried (MLflow keys allow no "+")
+    mlflow.log_metrics({f"calibration_oof_log_loss/{name.replace('+', '-')}": loss for name, loss in calibrator.selection.items()})
+    curve = reliability_curve(cross_validated_probabilities(signals, labels, features=calibrator.features), labels)
     ece = expected_calibration_error(curve)
     import matplotlib.pyplot as plt
 
@@ -127,7 +135,7 @@ def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
     plt.close(figure)
     mlflow.log_text(curve.to_csv(index=False), "calibration/reliability.csv")
     mlflow.log_metrics({"calibration_ece": ece, "calibration_samples": float(len(labels))})
-    return {"calibrated": True, "calibration_ece": ece, "calibration_samples": len(labels)}
+    return {"calibrated": True, "calibration_ece": ece, "calibration_samples": len(labels), "calibration_signals": signals_used}
 
 
 def log_prediction_grid(champion, challenger, size: int, images, masks, categories, count: int, device) -> None:

@@ -1,6 +1,8 @@
 import numpy as np
 
-from ml.calibration import Calibrator, cross_validated_probabilities, expected_calibration_error, fit_calibrator, reliability_curve
+import json
+
+from ml.calibration import FEATURES, Calibrator, cross_validated_probabilities, expected_calibration_error, fit_calibrator, reliability_curve
 
 
 def test_calibrator_learns_that_low_confidence_needs_correction(review_history):
@@ -28,6 +30,32 @@ def test_too_little_or_one_sided_history_gives_no_calibrator(review_history):
     nearly_all = np.ones(100, dtype=bool)
     nearly_all[:2] = False  # two items that needed no correction are not enough to say which ones will not
     assert fit_calibrator(frame, nearly_all) is None
+
+
+def test_only_signals_that_predict_better_out_of_fold_enter(review_history):
+    # the history's outcomes depend on confidence alone: the other four signals are noise
+    frame, needs = review_history(600, seed=2)
+    calibrator = fit_calibrator(frame, needs)
+    assert calibrator.features == ("confidence",)
+    assert set(calibrator.selection) == {"confidence", "confidence+boundary_uncertainty", "+".join(FEATURES)}
+    # the colour distance matters as much as confidence: all five signals enter
+    rng = np.random.default_rng(3)
+    risk = 12 * (0.7 - frame["confidence"]) + 0.4 * (frame["colour_distance"] - 15)
+    needs = rng.uniform(size=len(frame)) < 1 / (1 + np.exp(-risk.to_numpy()))
+    calibrator = fit_calibrator(frame, needs)
+    assert calibrator.features == FEATURES
+    assert calibrator.selection["+".join(FEATURES)] < calibrator.selection["confidence"]
+    # named signals skip the selection
+    assert fit_calibrator(frame, needs, features=("confidence",)).features == ("confidence",)
+
+
+def test_a_calibrator_stored_before_the_selection_still_loads(review_history):
+    frame, needs = review_history()
+    stored = json.loads(fit_calibrator(frame, needs, features=FEATURES).to_json())
+    del stored["selection"]
+    restored = Calibrator.from_json(json.dumps(stored))
+    assert restored.features == FEATURES and restored.selection == {}
+    assert restored.predict(frame).shape == (len(frame),)
 
 
 def test_reliability_curve_known_values():
