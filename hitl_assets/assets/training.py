@@ -119,8 +119,9 @@ def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
     mlflow.log_text(calibrator.to_json(), CALIBRATOR_ARTIFACT)
     signals_used = "+".join(calibrator.features)
     mlflow.set_tag("hitl.calibration_signals", signals_used)
-    # out-of-fold log loss of every signal set tried (MLflow keys allow no "+")
+    # every signal set tried: out-of-fold log loss and confident-end ranking (MLflow keys allow no "+")
     mlflow.log_metrics({f"calibration_oof_log_loss/{name.replace('+', '-')}": loss for name, loss in calibrator.selection.items()})
+    mlflow.log_metrics({f"calibration_oof_automation_at_fn_1pct/{name.replace('+', '-')}": share for name, share in calibrator.ranking.items()})
     curve = reliability_curve(cross_validated_probabilities(signals, labels, features=calibrator.features), labels)
     ece = expected_calibration_error(curve)
     import matplotlib.pyplot as plt

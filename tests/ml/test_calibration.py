@@ -37,7 +37,7 @@ def test_only_signals_that_predict_better_out_of_fold_enter(review_history):
     frame, needs = review_history(600, seed=2)
     calibrator = fit_calibrator(frame, needs)
     assert calibrator.features == ("confidence",)
-    assert set(calibrator.selection) == {"confidence", "confidence+boundary_uncertainty", "+".join(FEATURES)}
+    assert set(calibrator.selection) == set(calibrator.ranking) == {"confidence", "confidence+boundary_uncertainty", "+".join(FEATURES)}
     # the colour distance matters as much as confidence: all five signals enter
     rng = np.random.default_rng(3)
     risk = 12 * (0.7 - frame["confidence"]) + 0.4 * (frame["colour_distance"] - 15)
@@ -49,12 +49,28 @@ def test_only_signals_that_predict_better_out_of_fold_enter(review_history):
     assert fit_calibrator(frame, needs, features=("confidence",)).features == ("confidence",)
 
 
+def test_signals_that_fit_better_but_rank_the_confident_end_worse_stay_out(review_history):
+    frame, _ = review_history(600, seed=0)
+    rng = np.random.default_rng(0)
+    confidence, cast = frame["confidence"].to_numpy(), frame["colour_distance"].to_numpy()
+    p = 1 / (1 + np.exp(-(12 * (0.7 - confidence) + 0.3 * (cast - 15))))
+    # confidence alone ranks the confident end well: nothing above 0.85 fails; just below it the items
+    # with the least colour cast do (white products on white, say), which the colour distance, a help
+    # on average, ranks as the safest of all: it misleads exactly where auto-approval happens
+    p = np.where(confidence >= 0.8, np.where((confidence < 0.85) & (cast < 6), 0.9, 0.0), p)
+    calibrator = fit_calibrator(frame, rng.uniform(size=len(frame)) < p)
+    every = "+".join(FEATURES)
+    assert calibrator.selection[every] < calibrator.selection["confidence"] - 0.05  # a far better log loss ...
+    assert calibrator.ranking[every] < calibrator.ranking["confidence"]  # ... and a worse confident end
+    assert calibrator.features == ("confidence",)
+
+
 def test_a_calibrator_stored_before_the_selection_still_loads(review_history):
     frame, needs = review_history()
     stored = json.loads(fit_calibrator(frame, needs, features=FEATURES).to_json())
-    del stored["selection"]
+    del stored["selection"], stored["ranking"]
     restored = Calibrator.from_json(json.dumps(stored))
-    assert restored.features == FEATURES and restored.selection == {}
+    assert restored.features == FEATURES and restored.selection == restored.ranking == {}
     assert restored.predict(frame).shape == (len(frame),)
 
 
