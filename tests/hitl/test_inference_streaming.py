@@ -97,13 +97,16 @@ def test_each_lane_holds_one_chunk_at_a_time(object_store, model_registry, batch
 
 
 def test_lanes_restore_the_thread_settings_and_a_failing_lane_fails_the_run(object_store, model_registry, batch_with_champion, monkeypatch):
+    import sys
+
     import cv2
     import torch
 
-    torch_threads, opencv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    settings = lambda: (torch.get_num_threads(), cv2.getNumThreads(), sys.getswitchinterval())  # noqa: E731
+    before = settings()
     frame, metadata = _materialize(object_store, model_registry, batch_size=1, workers=3)
     assert len(frame) == len(SIZES) and metadata["lanes"] == 3
-    assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_threads, opencv_threads)
+    assert settings() == before
 
     real_render = inference.render_outputs
 
@@ -119,7 +122,7 @@ def test_lanes_restore_the_thread_settings_and_a_failing_lane_fails_the_run(obje
         with pytest.raises(OSError, match="1.jpg: disk full"):
             dg.materialize([raw_images, ai_outputs], selection=[ai_outputs], partition_key="b1", resources=resources,
                            instance=instance, run_config={"ops": {"ai_outputs": {"config": {"batch_size": 1, "workers": 2}}}})
-    assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_threads, opencv_threads)
+    assert settings() == before
 
 
 def test_the_chunk_queue_hands_out_each_chunk_once_in_order_and_stops_after_a_failure():
