@@ -46,8 +46,9 @@ class TrainingConfig(dg.Config):
     max_epochs: int = 1000
     patience: int = 10
     bootstrap_learning_rate: float = 1e-3
-    # A tenth of the bootstrap's: the champion ended its own schedule near zero, and at 5e-4 every
-    # nightly fine-tune lost 0.01-0.04 gold IoU on it before it could gain (README, "Learning curve").
+    # A tenth of the bootstrap's: the champion ended its own schedule near zero. At 5e-4 every
+    # nightly fine-tune lost 0.009-0.036 gold IoU on it; at 1e-4 they lost 0.002-0.010 and one
+    # gained 0.002 (README, "Learning curve", 2026-12-01).
     fine_tune_learning_rate: float = 1e-4
     # Cosine decay over each run's budget (steps or seconds, whichever ends it) with a short warm-up.
     lr_schedule: str = "cosine"
