@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ml.metrics import as_foreground
+from ml.quality import as_probability_map
 
 __all__ = [
     "BrandStandard",
@@ -110,16 +111,6 @@ def _as_alpha(alpha: np.ndarray, shape: tuple[int, int] | None = None) -> np.nda
     if shape is not None and alpha.shape != tuple(shape):
         raise ValueError(f"alpha shape {alpha.shape} does not match image {tuple(shape)}")
     return np.ascontiguousarray(alpha)
-
-
-def _as_prob(prob: np.ndarray) -> np.ndarray:
-    """float32 (h, w) probability map in [0, 1], NaNs as 0."""
-    p = np.asarray(prob, dtype=np.float32)
-    while p.ndim > 2 and (p.shape[0] == 1 or p.shape[-1] == 1):  # (1, h, w), (1, 1, h, w), (h, w, 1)
-        p = p[0] if p.shape[0] == 1 else p[..., 0]
-    if p.ndim != 2:
-        raise ValueError(f"probability map must be 2-D (h, w), got shape {np.shape(prob)}")
-    return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
 def _work_size(height: int, width: int, max_side: int = WORK_SIDE) -> tuple[int, int]:
@@ -273,7 +264,7 @@ def _refine_small(p: np.ndarray, small_image: np.ndarray | None, work_h: int, wo
 
 
 def _refine(prob: np.ndarray, height: int, width: int, small_image: np.ndarray | None) -> np.ndarray:
-    p = _as_prob(prob)
+    p = as_probability_map(prob)
     work_h, work_w = _work_size(height, width)
     if small_image is not None and small_image.shape[:2] != (work_h, work_w):
         small_image = _reduce(small_image, work_h, work_w)

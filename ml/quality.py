@@ -40,7 +40,7 @@ import functools
 import cv2
 import numpy as np
 
-__all__ = ["SIGNALS", "quality_signals", "quality_signals_batch"]
+__all__ = ["SIGNALS", "as_probability_map", "quality_signals", "quality_signals_batch"]
 
 SIGNALS = ("confidence", "boundary_uncertainty", "mask_area_fraction", "connected_components")
 
@@ -49,7 +49,8 @@ _UNCERTAIN_HIGH = 0.8
 _BAND_FRACTION = 0.015
 
 
-def _as_prob(prob: np.ndarray) -> np.ndarray:
+def as_probability_map(prob: np.ndarray) -> np.ndarray:
+    """float32 (h, w) probability map in [0, 1] (NaN and -inf as 0, +inf as 1); leading or trailing unit axes are dropped."""
     p = np.asarray(prob, dtype=np.float32)
     while p.ndim > 2 and (p.shape[0] == 1 or p.shape[-1] == 1):  # (1, h, w), (1, 1, h, w), (h, w, 1)
         p = p[0] if p.shape[0] == 1 else p[..., 0]
@@ -71,7 +72,7 @@ def quality_signals(prob: np.ndarray, min_component_fraction: float = 0.002) -> 
     Returns a dict keyed by ``SIGNALS`` (in that order): floats, and an int for
     ``connected_components``.
     """
-    p = _as_prob(prob)
+    p = as_probability_map(prob)
     h, w = p.shape
     n = h * w
     fg = (p >= 0.5).view(np.uint8)
