@@ -17,6 +17,8 @@ STD = (0.229, 0.224, 0.225)
 
 _MEAN_255 = np.asarray(MEAN, dtype=np.float32) * 255.0
 _STD_255 = np.asarray(STD, dtype=np.float32) * 255.0
+_MEAN_TENSOR = torch.from_numpy(_MEAN_255.reshape(1, 3, 1, 1))
+_STD_TENSOR = torch.from_numpy(_STD_255.reshape(1, 3, 1, 1))
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -43,8 +45,10 @@ def to_tensor_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
         raise ValueError(f"images must share one shape, got {sorted(shapes)}")
-    batch = np.stack([_normalise(image) for image in images])
-    return torch.from_numpy(np.ascontiguousarray(batch))
+    # uint8 stacked and normalised in place by torch: the same float32 values as ``_normalise``
+    # image by image, in two passes over the batch instead of five
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return batch.sub_(_MEAN_TENSOR).div_(_STD_TENSOR).contiguous()
 
 
 class SegmentationSamples(torch.utils.data.Dataset):

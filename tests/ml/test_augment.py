@@ -92,6 +92,15 @@ def test_to_tensor_batch_normalises():
         to_tensor_batch([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)])
 
 
+def test_to_tensor_batch_matches_the_training_samples_exactly():
+    """Inference batches are normalised to the very float32 values the model was trained on."""
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [np.zeros((24, 40), np.uint8) for _ in images]
+    samples = SegmentationSamples(images, masks)
+    assert torch.equal(to_tensor_batch(images), torch.stack([samples[i][0] for i in range(3)]))
+
+
 def test_segmentation_samples_yield_model_tensors():
     pairs = [_red_product_on_blue(h, w) for h, w in [(300, 200), (150, 260)]]
     dataset = SegmentationSamples([p[0] for p in pairs], [p[1] for p in pairs], transform=train_augmentation(64, seed=0))
