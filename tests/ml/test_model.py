@@ -121,3 +121,26 @@ def test_loading_refuses_arbitrary_pickles():
     torch.save({"payload": _Payload()}, buffer)
     with pytest.raises(pickle.UnpicklingError):
         load_model_bytes(buffer.getvalue())
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_inference_model_folds_every_batchnorm_and_predicts_the_same(architecture):
+    """ai_outputs runs a copy with BatchNorm folded into the convolutions: no BatchNorm left, the same logits, the original untouched."""
+    from ml.infer import inference_model
+
+    torch.manual_seed(0)
+    model = build_model(architecture=architecture)
+    model.train()
+    with torch.no_grad():  # running statistics far from the initial 0 / 1, so that folding has something to fold
+        for _ in range(3):
+            model(torch.rand(2, 3, 64, 64) * 3.0 + 1.0)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = inference_model(model)
+    assert _batchnorms(folded) == [] and len(_batchnorms(model)) > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original can still be fine-tuned
+    assert not folded.training
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected, got = model(x)["out"], folded(x)["out"]
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
