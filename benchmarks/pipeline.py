@@ -3,8 +3,9 @@
 On the same images (``--images`` synthetic photos at the model's input size, 1,024 by default;
 separately ``--large`` photos of 6000x4000 pixels) it measures
 
-* the bare forward pass of the champion (``torch.inference_mode``, the best of several batch
-  sizes, on pre-normalised tensors: nothing but the model), and
+* the bare forward pass of the champion as ai_outputs runs it (BatchNorm folded into the
+  convolutions, ``torch.inference_mode``, the best of several batch sizes and lane layouts, on
+  pre-normalised tensors: nothing but the model), and
 * ``ai_outputs`` materialised through Dagster for that batch, end to end (``dg.materialize``:
   run set-up, champion loaded from the MLflow registry, reading the batch's manifest, decoding,
   resizing, forward pass, mask upsampling and edge refinement, colour correction, shadow,
@@ -21,10 +22,14 @@ measured before and after the pipeline run and the faster of the two is kept, so
 makes the reported ratio worse, never better; CPU seconds per image are reported beside wall
 seconds because they are much less sensitive to other load on a shared machine.
 
-The champion is a randomly initialised network of the architecture the nightly retraining builds
-(``TrainingConfig().architecture``, or ``--architecture``) registered in a temporary MLflow
-registry at the input size ``segmentation_model`` trains at (the forward pass costs the same
-whatever the weights). Writes ``$HITL_HOME/bench/pipeline.json``.
+The champion is registered in a temporary MLflow registry. By default it is the trained champion
+of the learning curve's home (``benchmarks/learning_curve.py``, which ``make bench`` runs first):
+its masks are what post-processing meets on a real catalog. Without one (or with
+``--champion-home ''`` or ``--architecture``) it is a randomly initialised network of the
+architecture the nightly retraining builds, at the input size ``segmentation_model`` trains at.
+The forward pass costs the same whatever the weights, but a random network's probabilities are
+near 0.5 everywhere, so every pixel is "edge" and post-processing costs more than on real masks
+(the report's ``champion`` says which was used). Writes ``$HITL_HOME/bench/pipeline.json``.
 
     .venv/bin/python benchmarks/pipeline.py            # full run (about 7 minutes on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
@@ -86,13 +91,20 @@ def phase_setup(params: dict) -> dict:
     work = Path(params["work"])
     store, registry = _stores(work)
     nightly = TrainingConfig()
-    size = int(params.get("input_size") or nightly.input_size)
-    torch.manual_seed(0)
-    model = build_model(architecture=params.get("architecture") or nightly.architecture).eval()
+    trained = _trained_champion(params.get("champion_home"))
+    if trained is not None:
+        # a trained champion: its masks are what post-processing meets on a real catalog
+        model, size, source = trained.model.eval(), trained.input_size, f"trained: {params['champion_home']} v{trained.version}"
+    else:
+        # random weights cost the same forward pass, but every pixel comes out near 0.5: the whole
+        # photo is "edge", so refinement, signals and the cut-out's encoding cost more than on real masks
+        size = int(params.get("input_size") or nightly.input_size)
+        torch.manual_seed(0)
+        model, source = build_model(architecture=params.get("architecture") or nightly.architecture).eval(), "random weights"
     registry.activate()
     with mlflow.start_run(run_name="bench-champion"):
         version = registry.log_model(model, size, tags={"gold_iou": "0", "mode": "benchmark"})
-    registry.promote(version, "benchmark champion (random weights: the forward pass costs the same)", actor="benchmark")
+    registry.promote(version, f"benchmark champion ({source})", actor="benchmark")
 
     def manifest(files: list[tuple[str, bytes, int, int]], batch: str, rows: int | None = None) -> None:
         keys = []
@@ -132,7 +144,17 @@ def phase_setup(params: dict) -> dict:
         large.append((f"large-{i:02d}.jpg", encode_jpeg(image, quality=90), width, height))
         del image, noise
     manifest(large, "large")
-    return {"input_size": size, "model_version": version, "architecture": architecture_of(model), "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+    return {"input_size": size, "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+
+
+def _trained_champion(home: str | None):
+    """The champion of a HITL home (its MLflow registry), or None when ``home`` is empty or holds none."""
+    if not home or not (Path(home) / "mlflow.db").exists():
+        return None
+    from resources import ModelRegistry
+
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{Path(home) / 'mlflow.db'}", artifact_location=str(Path(home) / "mlartifacts"))
+    return registry.load_champion()
 
 
 # ----------------------------------------------------------------------------- bare forward (child)
@@ -152,6 +174,7 @@ def phase_bare(params: dict) -> dict:
     from hitl_assets.assets.inference import _lane_count
     from ml.data import resize_for_model, to_tensor_batch
     from ml.imageio import load_rgb
+    from ml.infer import inference_model
     from ml.model import select_device
     from ml.runtime import keep_freed_memory
     from resources.tables import read_table
@@ -164,7 +187,7 @@ def phase_bare(params: dict) -> dict:
     frame = read_table(store, "raw_images", params["batch"])
     images = [resize_for_model(load_rgb(store.get_bytes(k), f), size) for k, f in zip(frame["image_key"], frame["file"])]
     n = len(images)
-    model = champion.model.eval()
+    model = inference_model(champion.model)  # the model as ai_outputs runs it (BatchNorm folded)
     half = device.type == "cuda"
     threads = torch.get_num_threads()
     layouts = params.get("lanes") or sorted({1, _lane_count(0)})
@@ -272,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, help="synthetic images at the model's input size (default 1024; the issue asks for at least 256)")
     parser.add_argument("--large", type=int, help="6000x4000 photos (default 8)")
     parser.add_argument("--stream", type=str, help="comma-separated batch sizes for the streaming-memory run (default 500,5000; '' skips it)")
-    parser.add_argument("--architecture", help="network of the benchmark champion (default: the nightly retraining's, TrainingConfig().architecture)")
+    parser.add_argument("--architecture", help="network of a randomly initialised benchmark champion (default: the nightly retraining's, TrainingConfig().architecture); implies --champion-home ''")
+    parser.add_argument("--champion-home", help="HITL home whose champion is benchmarked (default: the learning curve's, $HITL_HOME/bench/learning_curve_home, when it has one; '' for random weights)")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/pipeline.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -292,7 +316,10 @@ def main(argv: list[str] | None = None) -> dict:
     work = bench_dir() / "pipeline_work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    base = {"work": str(work), "architecture": args.architecture}
+    champion_home = args.champion_home
+    if champion_home is None:
+        champion_home = "" if args.architecture else str(bench_dir() / "learning_curve_home")
+    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home}
     log = lambda message: print(f"[pipeline] {message}", flush=True)  # noqa: E731
     try:
         log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
@@ -323,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images": pipe["images"],
         "input_size": setup["input_size"],
         "architecture": setup["architecture"],
+        "champion": setup["champion"],
         "bare_forward_ips": bare["ips"],
         "bare_forward_batch_size": bare["best_batch_size"],
         "bare_forward_lanes": bare["best_lanes"],
@@ -359,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def summary_table(r: dict) -> str:
     rows = [
-        ["bare forward", f"{r['bare_forward_ips']:.1f} img/s", f"batch {r['bare_forward_batch_size']}" + (f" x {r['bare_forward_lanes']} lanes" if r.get("bare_forward_lanes", 1) > 1 else "") + f", {r['images']} images at {r['input_size']} px"],
+        ["bare forward", f"{r['bare_forward_ips']:.1f} img/s", f"batch {r['bare_forward_batch_size']}" + (f" x {r['bare_forward_lanes']} lanes" if r.get("bare_forward_lanes", 1) > 1 else "") + f", {r['images']} images at {r['input_size']} px; champion: {r.get('champion', 'random weights')}"],
         ["ai_outputs (Dagster, end to end)", f"{r['pipeline_ips']:.1f} img/s", f"ratio {r['ratio']:.2f} (CPU-time ratio {r['ratio_cpu']:.2f}); steady state {r['pipeline_steady_ips']:.1f} img/s"],
         ["peak RSS", f"{r['peak_rss_mib']:.0f} MiB", ""],
     ]
