@@ -95,7 +95,7 @@ def phase_setup(params: dict) -> dict:
     trained = _trained_champion(params.get("champion_home"))
     if trained is not None:
         # a trained champion: its masks are what post-processing meets on a real catalog
-        model, size, source = trained.model.eval(), trained.input_size, f"trained: {params['champion_home']} v{trained.version}"
+        model, size, source = trained.model.eval(), trained.input_size, f"trained, {Path(params['champion_home']).name} v{trained.version}"
     else:
         # random weights cost the same forward pass, but every pixel comes out near 0.5: the whole
         # photo is "edge", so refinement, signals and the cut-out's encoding cost more than on real masks
