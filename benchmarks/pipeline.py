@@ -24,10 +24,12 @@ slow spell from landing on one side only. CPU seconds per image are reported bes
 because they are less sensitive to other load.
 
 The champion is registered in a temporary MLflow registry. By default it is the trained champion
-of the learning curve's home (``benchmarks/learning_curve.py``, which ``make bench`` runs first):
-its masks are what post-processing meets on a real catalog. Without one (or with
-``--champion-home ''`` or ``--architecture``) it is a randomly initialised network of the
-architecture the nightly retraining builds, at the input size ``segmentation_model`` trains at.
+of the learning curve's home (``benchmarks/learning_curve.py --nightly``) when that is the network
+the nightly retraining builds: its masks are what post-processing meets on a real catalog.
+Otherwise (no such champion, one of another network, as ``make bench``'s demo-budget learning
+curve leaves, or ``--champion-home ''`` or ``--architecture``) it is a randomly initialised network
+of the architecture the nightly retraining builds, at the input size ``segmentation_model``
+trains at. ``--champion-home DIR`` uses DIR's champion whatever its network.
 The forward pass costs the same whatever the weights, but a random network's probabilities are
 near 0.5 everywhere, so every pixel is "edge" and post-processing costs more than on real masks
 (the report's ``champion`` says which was used). Writes ``$HITL_HOME/bench/pipeline.json``.
@@ -93,6 +95,11 @@ def phase_setup(params: dict) -> dict:
     store, registry = _stores(work)
     nightly = TrainingConfig()
     trained = _trained_champion(params.get("champion_home"))
+    source = "random weights"
+    if trained is not None and params.get("nightly_architecture_only") and architecture_of(trained.model) != nightly.architecture:
+        # e.g. `make bench`'s learning curve ran on the demo's budget (LRASPP): measure the nightly network instead
+        source = f"random weights ({Path(params['champion_home']).name} holds {architecture_of(trained.model)}, not the nightly {nightly.architecture})"
+        trained = None
     if trained is not None:
         # a trained champion: its masks are what post-processing meets on a real catalog
         model, size, source = trained.model.eval(), trained.input_size, f"trained, {Path(params['champion_home']).name} v{trained.version}"
@@ -101,7 +108,7 @@ def phase_setup(params: dict) -> dict:
         # photo is "edge", so refinement, signals and the cut-out's encoding cost more than on real masks
         size = int(params.get("input_size") or nightly.input_size)
         torch.manual_seed(0)
-        model, source = build_model(architecture=params.get("architecture") or nightly.architecture).eval(), "random weights"
+        model = build_model(architecture=params.get("architecture") or nightly.architecture).eval()
     registry.activate()
     with mlflow.start_run(run_name="bench-champion"):
         version = registry.log_model(model, size, tags={"gold_iou": "0", "mode": "benchmark"})
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--large", type=int, help="6000x4000 photos (default 8)")
     parser.add_argument("--stream", type=str, help="comma-separated batch sizes for the streaming-memory run (default 500,5000; '' skips it)")
     parser.add_argument("--architecture", help="network of a randomly initialised benchmark champion (default: the nightly retraining's, TrainingConfig().architecture); implies --champion-home ''")
-    parser.add_argument("--champion-home", help="HITL home whose champion is benchmarked (default: the learning curve's, $HITL_HOME/bench/learning_curve_home, when it has one; '' for random weights)")
+    parser.add_argument("--champion-home", help="HITL home whose champion is benchmarked, whatever its network (default: the learning curve's, $HITL_HOME/bench/learning_curve_home, when it holds the nightly network; '' for random weights)")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/pipeline.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -320,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
     champion_home = args.champion_home
     if champion_home is None:
         champion_home = "" if args.architecture else str(bench_dir() / "learning_curve_home")
-    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home}
+    # the default home is used only when it holds the nightly network (a named one always)
+    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home, "nightly_architecture_only": args.champion_home is None}
     log = lambda message: print(f"[pipeline] {message}", flush=True)  # noqa: E731
     try:
         log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
