@@ -15,10 +15,8 @@ from ml.metrics import as_foreground
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
-_MEAN_255 = np.asarray(MEAN, dtype=np.float32) * 255.0
-_STD_255 = np.asarray(STD, dtype=np.float32) * 255.0
-_MEAN_TENSOR = torch.from_numpy(_MEAN_255.reshape(1, 3, 1, 1))
-_STD_TENSOR = torch.from_numpy(_STD_255.reshape(1, 3, 1, 1))
+_MEAN_TENSOR = torch.tensor(MEAN, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
+_STD_TENSOR = torch.tensor(STD, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -33,20 +31,18 @@ def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def _normalise(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (3, H, W) with ImageNet normalisation."""
-    return ((image.astype(np.float32) - _MEAN_255) / _STD_255).transpose(2, 0, 1)
-
-
 def to_tensor_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stack same-sized RGB uint8 images into a normalised (N, 3, H, W) float32 tensor."""
+    """Stack same-sized RGB uint8 images into a (N, 3, H, W) float32 tensor with ImageNet normalisation.
+
+    The one normalisation of the project: training samples (``SegmentationSamples``) and
+    inference batches both come from here.
+    """
     if len(images) == 0:
         raise ValueError("to_tensor_batch needs at least one image")
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
         raise ValueError(f"images must share one shape, got {sorted(shapes)}")
-    # uint8 stacked and normalised in place by torch: the same float32 values as ``_normalise``
-    # image by image, in two passes over the batch instead of five
+    # uint8 stacked, then normalised in place by torch: two passes over the batch
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
     return batch.sub_(_MEAN_TENSOR).div_(_STD_TENSOR).contiguous()
 
@@ -84,6 +80,6 @@ class SegmentationSamples(torch.utils.data.Dataset):
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        image_tensor = torch.from_numpy(np.ascontiguousarray(_normalise(image)))
+        image_tensor = to_tensor_batch([np.ascontiguousarray(image)])[0]
         mask_tensor = torch.from_numpy(mask.astype(np.float32)[None])
         return image_tensor, mask_tensor

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ml.augment import eval_transform, train_augmentation
-from ml.data import MEAN, SegmentationSamples, resize_for_model, to_tensor_batch
+from ml.data import MEAN, STD, SegmentationSamples, resize_for_model, to_tensor_batch
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 
@@ -93,12 +93,15 @@ def test_to_tensor_batch_normalises():
 
 
 def test_to_tensor_batch_matches_the_training_samples_exactly():
-    """Inference batches are normalised to the very float32 values the model was trained on."""
+    """Inference batches and training samples get the very float32 values of (x - 255 mean) / (255 std), channels first."""
     rng = np.random.default_rng(4)
     images = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(3)]
     masks = [np.zeros((24, 40), np.uint8) for _ in images]
+    mean, std = np.asarray(MEAN, np.float32) * np.float32(255.0), np.asarray(STD, np.float32) * np.float32(255.0)
+    expected = torch.from_numpy(np.stack([((image.astype(np.float32) - mean) / std).transpose(2, 0, 1) for image in images]))
     samples = SegmentationSamples(images, masks)
-    assert torch.equal(to_tensor_batch(images), torch.stack([samples[i][0] for i in range(3)]))
+    assert torch.equal(to_tensor_batch(images), expected)
+    assert torch.equal(torch.stack([samples[i][0] for i in range(3)]), expected)
 
 
 def test_segmentation_samples_yield_model_tensors():
