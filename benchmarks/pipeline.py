@@ -106,7 +106,7 @@ def phase_setup(params: dict) -> dict:
     else:
         # random weights cost the same forward pass, but every pixel comes out near 0.5: the whole
         # photo is "edge", so refinement, signals and the cut-out's encoding cost more than on real masks
-        size = int(params.get("input_size") or nightly.input_size)
+        size = int(params.get("input_size") or nightly.serving_size())
         torch.manual_seed(0)
         model = build_model(architecture=params.get("architecture") or nightly.architecture).eval()
     registry.activate()

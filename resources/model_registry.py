@@ -23,7 +23,7 @@ class ChampionModel:
 
     version: str
     model: torch.nn.Module
-    input_size: int
+    input_size: int  # the square input it serves at (the version's ``input_size`` tag)
     gold_iou: float | None
     run_id: str
     calibrator: Calibrator | None = None

@@ -96,10 +96,11 @@ def test_ingest_without_a_champion_fails_clearly(tmp_path, runner, hitl_resource
 
 
 def test_the_nightly_default_bootstraps_the_unet_and_the_pipeline_runs_on_it(tmp_path, hitl_resources, instance):
-    """Without the demo's architecture and loading settings the bootstrap builds TrainingConfig's default network,
-    trains it channels_last with DataLoader workers, and every asset serves it."""
+    """Without the demo's architecture, loading and serving settings the bootstrap builds TrainingConfig's default
+    network, trains it channels_last with DataLoader workers, registers it to serve at 4/3 of its training size,
+    and every asset serves it at that size."""
     config = demo_training_config(fast=True)
-    for nightly_default in ("architecture", "channels_last", "loader_workers"):
+    for nightly_default in ("architecture", "channels_last", "loader_workers", "inference_scale"):
         del config["ops"]["segmentation_model"]["config"][nightly_default]
     runner = LoopRunner(build_definitions(hitl_resources), instance, tmp_path / "cursors.json", run_config={"retrain_job": config})
     ensure_champion(runner)
@@ -108,12 +109,16 @@ def test_the_nightly_default_bootstraps_the_unet_and_the_pipeline_runs_on_it(tmp
     assert champion.model.architecture == UNET == TrainingConfig().architecture
     bootstrap = mlflow.get_run(champion.run_id).data.params
     assert (bootstrap["channels_last"], bootstrap["loader_workers"]) == ("True", "2")
+    trained_at = config["ops"]["segmentation_model"]["config"]["input_size"]
+    assert champion.input_size == round(trained_at * 4 / 3) == int(bootstrap["inference_size"]) > trained_at
+    assert registry.client().get_model_version(registry.model_name, champion.version).tags["train_input_size"] == str(trained_at)
 
     catalog = tmp_path / "catalog"
     write_catalog(catalog, 4, seed=11, max_side=256)
     row = run_round(runner, 1, "batch-u", catalog / "images", catalog / "masks", catalog / "catalog.csv", ReplayConfig(seed=1))
     outputs = read_table(hitl_resources["object_store"], "ai_outputs", "batch-u")
     assert len(outputs) == 4 and set(outputs["model_version"].astype(str)) == {"1"}
+    assert runner.instance.get_latest_materialization_event(dg.AssetKey("ai_outputs")).asset_materialization.metadata["input_size"].value == champion.input_size
     assert row["images"] == 4
     # the fine-tune kept the champion's architecture
     assert registry.load_version("2").model.architecture == UNET
