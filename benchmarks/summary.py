@@ -1,6 +1,6 @@
 """One table of every benchmark's figures: reads every JSON file under ``$HITL_HOME/bench`` (run last by `make bench`).
 
-Known files (pipeline, catalog_scale, training_speed, learning_curve, faults, review_load) get
+Known files (pipeline, catalog_scale, training_speed, learning_curve, faults, review_load, serving_size) get
 their headline figures and goals; any other file (other benchmarks) gets its top-level numbers,
 or its last row if it is a list of rows.
 
@@ -114,6 +114,16 @@ def review_load_rows(r: dict) -> list[list]:
     return rows
 
 
+def serving_size_rows(r: dict) -> list[list]:
+    rows = []
+    for row in r["sizes"]:
+        served = " (served)" if row["size"] == r.get("serves_at") else ""
+        automation = ", ".join(f"{share:.0%}" for share in row["automation_at_fn_1pct_by_confidence_per_round"])
+        rows.append(["serving_size", f"{r['champion']} at {row['size']} px ({row['scale']:.2f}x its training size){served}",
+                     f"delivered IoU {row['delivered_iou']}, corrections {row['needs_correction_share']:.0%}, automation@FN1% by round {automation}", ""])
+    return rows
+
+
 KNOWN = {
     "pipeline": pipeline_rows,
     "catalog_scale": catalog_rows,
@@ -121,6 +131,7 @@ KNOWN = {
     "learning_curve": learning_curve_rows,
     "faults": faults_rows,
     "review_load": review_load_rows,
+    "serving_size": serving_size_rows,
 }
 
 

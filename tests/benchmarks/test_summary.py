@@ -66,3 +66,16 @@ def test_summary_names_the_architecture_of_the_pipeline_champion(tmp_path):
     assert "(cpu, 1024 images, unet_mobilenet_v3_large)" in row
     [ratio] = [text for text in lines if "ratio" in text]
     assert ratio.rstrip().endswith(">= 0.8: met")
+
+
+def test_summary_gives_each_serving_size_and_marks_the_one_served(tmp_path):
+    sizes = [
+        {"size": 192, "scale": 1.0, "delivered_iou": 0.94, "needs_correction_share": 0.153, "automation_at_fn_1pct_by_confidence_per_round": [0.575, 0.525]},
+        {"size": 256, "scale": 1.3333, "delivered_iou": 0.9528, "needs_correction_share": 0.118, "automation_at_fn_1pct_by_confidence_per_round": [0.883, 0.85]},
+    ]
+    (tmp_path / "serving_size.json").write_text(json.dumps({"champion": "v2", "trained_at": 192, "serves_at": 256, "sizes": sizes, "rounds": []}))
+    lines = load_summary().summary(tmp_path).splitlines()
+    [small] = [text for text in lines if "v2 at 192 px" in text]
+    [served] = [text for text in lines if "v2 at 256 px" in text]
+    assert "(1.33x its training size) (served)" in served and "(served)" not in small
+    assert "corrections 12%, automation@FN1% by round 88%, 85%" in served
