@@ -11,12 +11,14 @@ delivered masks at the replayed reviewer's IoU bar). Writes .hitl/bench/learning
 
     .venv/bin/python benchmarks/learning_curve.py [--rounds 5] [--images 120]
 
-The training budget is the demo's (``hitl_assets.cli.demo_training_config``: LRASPP, 150 s bootstrap,
-80 s fine-tune) unless ``--nightly`` asks for the nightly defaults (``TrainingConfig``: the U-Net,
-a 30-minute bootstrap on 1,000 images, 10-minute fine-tunes; about 90 minutes for 5 rounds on 2
-CPU cores) or single settings are overridden, e.g.:
+The training budget is the nightly one the product ships (``TrainingConfig``'s defaults: the U-Net, a
+30-minute bootstrap on 1,000 images, 10-minute fine-tunes, served at 4/3 of its training size;
+45-90 minutes for 5 rounds on 2 CPU cores), which is what the issue's goal is judged on. ``--demo``
+takes the demo's budget instead (``hitl_assets.cli.demo_training_config``: LRASPP, 150 s bootstrap,
+80 s fine-tunes; about 16 minutes), ``--fast`` a tiny one (a smoke test of the benchmark itself),
+and single settings can be overridden, e.g.:
 
-    .venv/bin/python benchmarks/learning_curve.py --bootstrap-seconds 2400 --fine-tune-seconds 600 --architecture unet_small
+    .venv/bin/python benchmarks/learning_curve.py --demo --bootstrap-seconds 2400 --fine-tune-seconds 600 --architecture unet_small
 
 Any other ``TrainingConfig`` field is set with ``--set KEY=VALUE`` (repeatable; the value is read as
 JSON, else as a string), e.g. ``--set max_epochs=1000 --set patience=1000`` so that a long budget is
@@ -55,17 +57,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--fast", action="store_true", help="tiny training budget (smoke test of the benchmark itself)")
-    parser.add_argument("--nightly", action="store_true", help="the nightly defaults (TrainingConfig: half-hour U-Net bootstrap, ten-minute fine-tunes) instead of the demo's budget")
-    parser.add_argument("--bootstrap-seconds", type=float, help="training budget of the first model (default: the demo's)")
-    parser.add_argument("--fine-tune-seconds", type=float, help="training budget of each nightly fine-tune (default: the demo's)")
-    parser.add_argument("--bootstrap-images", type=int, help="synthetic images the first model trains on (default: the demo's)")
-    parser.add_argument("--architecture", help="network the bootstrap builds (default: ml.model's default)")
+    parser.add_argument("--demo", action="store_true", help="the demo's budget (LRASPP, minutes) instead of the nightly defaults")
+    parser.add_argument("--nightly", action="store_true", help="the nightly defaults (TrainingConfig: half-hour U-Net bootstrap, ten-minute fine-tunes); the default")
+    parser.add_argument("--bootstrap-seconds", type=float, help="training budget of the first model (default: the chosen budget's)")
+    parser.add_argument("--fine-tune-seconds", type=float, help="training budget of each nightly fine-tune (default: the chosen budget's)")
+    parser.add_argument("--bootstrap-images", type=int, help="synthetic images the first model trains on (default: the chosen budget's)")
+    parser.add_argument("--architecture", help="network the bootstrap builds (default: the chosen budget's)")
     parser.add_argument("--holdout", type=int, default=120, help="fixed synthetic hold-out images every round's champion is scored on (0: none)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any other TrainingConfig field (repeatable; VALUE is read as JSON, else as a string)")
     args = parser.parse_args()
-    if args.fast and args.nightly:
-        parser.error("--fast and --nightly are two different training budgets: choose one")
+    if sum((args.fast, args.demo, args.nightly)) > 1:
+        parser.error("--fast, --demo and --nightly are different training budgets: choose one")
     extra = {}
     for item in args.settings:
         key, sep, value = item.partition("=")
@@ -96,7 +99,7 @@ def main() -> None:
     from ml.synthetic import generate_catalog, write_catalog
     from resources.tables import read_table
 
-    training = nightly_training_config() if args.nightly else demo_training_config(args.fast)
+    training = demo_training_config(args.fast) if (args.fast or args.demo) else nightly_training_config()
     overrides = {"bootstrap_seconds": args.bootstrap_seconds, "fine_tune_seconds": args.fine_tune_seconds,
                  "bootstrap_images": args.bootstrap_images, "architecture": args.architecture}
     settings = training["ops"]["segmentation_model"]["config"]

@@ -26,10 +26,10 @@ because they are less sensitive to other load.
 The champion is registered in a temporary MLflow registry. By default it is the trained champion
 of the learning curve's home (``benchmarks/learning_curve.py --nightly``) when that is the network
 the nightly retraining builds: its masks are what post-processing meets on a real catalog.
-Otherwise (no such champion, one of another network, as ``make bench``'s demo-budget learning
-curve leaves, or ``--champion-home ''`` or ``--architecture``) it is a randomly initialised network
-of the architecture the nightly retraining builds, at the input size ``segmentation_model``
-trains at. ``--champion-home DIR`` uses DIR's champion whatever its network.
+Otherwise (no such champion, one of another network, as a ``--demo`` learning curve leaves, or
+``--champion-home ''`` or ``--architecture``) it is a randomly initialised network of the
+architecture the nightly retraining builds, at the size ``segmentation_model`` registers it to
+serve at. ``--champion-home DIR`` uses DIR's champion whatever its network.
 The forward pass costs the same whatever the weights, but a random network's probabilities are
 near 0.5 everywhere, so every pixel is "edge" and post-processing costs more than on real masks
 (the report's ``champion`` says which was used). Writes ``$HITL_HOME/bench/pipeline.json``.
@@ -97,12 +97,13 @@ def phase_setup(params: dict) -> dict:
     trained = _trained_champion(params.get("champion_home"))
     source = "random weights"
     if trained is not None and params.get("nightly_architecture_only") and architecture_of(trained.model) != nightly.architecture:
-        # e.g. `make bench`'s learning curve ran on the demo's budget (LRASPP): measure the nightly network instead
+        # e.g. a learning curve on the demo's budget (LRASPP): measure the nightly network instead
         source = f"random weights ({Path(params['champion_home']).name} holds {architecture_of(trained.model)}, not the nightly {nightly.architecture})"
         trained = None
     if trained is not None:
         # a trained champion: its masks are what post-processing meets on a real catalog
-        model, size, source = trained.model.eval(), trained.input_size, f"trained, {Path(params['champion_home']).name} v{trained.version}"
+        size = int(params.get("input_size") or trained.input_size)
+        model, source = trained.model.eval(), f"trained, {Path(params['champion_home']).name} v{trained.version}"
     else:
         # random weights cost the same forward pass, but every pixel comes out near 0.5: the whole
         # photo is "edge", so refinement, signals and the cut-out's encoding cost more than on real masks
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stream", type=str, help="comma-separated batch sizes for the streaming-memory run (default 500,5000; '' skips it)")
     parser.add_argument("--architecture", help="network of a randomly initialised benchmark champion (default: the nightly retraining's, TrainingConfig().architecture); implies --champion-home ''")
     parser.add_argument("--champion-home", help="HITL home whose champion is benchmarked, whatever its network (default: the learning curve's, $HITL_HOME/bench/learning_curve_home, when it holds the nightly network; '' for random weights)")
+    parser.add_argument("--input-size", type=int, help="serve the champion at this many pixels instead of the size it is registered to serve at")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/pipeline.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     if champion_home is None:
         champion_home = "" if args.architecture else str(bench_dir() / "learning_curve_home")
     # the default home is used only when it holds the nightly network (a named one always)
-    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home, "nightly_architecture_only": args.champion_home is None}
+    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home, "nightly_architecture_only": args.champion_home is None, "input_size": args.input_size}
     log = lambda message: print(f"[pipeline] {message}", flush=True)  # noqa: E731
     try:
         log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
