@@ -82,7 +82,6 @@ class TrainingConfig(dg.Config):
     channels_last: bool = True
     loader_workers: int = 2
 
-
     def serving_size(self) -> int:
         """The square input, in pixels, the trained model is registered to serve at."""
         if self.inference_scale <= 0:
