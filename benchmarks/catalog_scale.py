@@ -151,7 +151,7 @@ def batch_order_table(queue):
 def step_routing(n: int) -> dict:
     from hitl_assets.assets.routing import mark_gold
     from hitl_assets.rescore import mark_rescored
-    from ml.policy import default_policy_path, load_policy, route
+    from ml.policy import default_policy_path, load_policy, reason_counts, route
 
     policy = load_policy(default_policy_path())
     outputs = synthetic_outputs(n, seed=0)
@@ -164,7 +164,7 @@ def step_routing(n: int) -> dict:
     started = time.perf_counter()
     queue = mark_gold(mark_rescored(previous, route(outputs, policy)), truth, policy.gold_check_rate)
     escalated = queue["route"] == "escalate"
-    reasons = queue.loc[escalated, "reasons"].str.split(";").explode().value_counts()
+    reasons = reason_counts(queue.loc[escalated, "reasons"])
     seconds = time.perf_counter() - started
     _stop_measuring()
     return {"seconds": seconds, "escalated": int(escalated.sum()), "reason_codes": int(len(reasons)), "gold": int(queue["gold"].sum())}

@@ -6,7 +6,7 @@ import pandas as pd
 
 from hitl_assets.partitions import batches
 from hitl_assets.rescore import mark_rescored
-from ml.policy import route, sample_uniform
+from ml.policy import reason_counts, route, sample_uniform
 from resources.object_store import ObjectStore
 from resources.policy import TolerancePolicy
 from resources.tables import read_table
@@ -165,7 +165,7 @@ def review_queue(context: dg.AssetExecutionContext, ai_outputs: pd.DataFrame, to
     queue = mark_rescored(previous, route(ai_outputs, policy))
     queue = mark_gold(queue, gold_truth(object_store, context.partition_key), policy.gold_check_rate)
     escalated = queue["route"] == "escalate"
-    reasons = queue.loc[escalated, "reasons"].str.split(";").explode().value_counts()
+    reasons = reason_counts(queue.loc[escalated, "reasons"])
     yield dg.Output(
         queue,
         metadata={
@@ -179,7 +179,7 @@ def review_queue(context: dg.AssetExecutionContext, ai_outputs: pd.DataFrame, to
             "double_review_items": int(queue["double_review"].sum()),
             "gold_checks": int(queue["gold"].sum()),
             "rescored": int(queue["rescored"].sum()),
-            "escalation_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
+            "escalation_reasons": dg.MetadataValue.json(reasons),
         },
     )
     yield dg.AssetCheckResult(

@@ -19,6 +19,7 @@ from ml.policy import (
     default_policy_path,
     load_policy,
     parse_policy,
+    reason_counts,
     route,
     sample_uniform,
 )
@@ -320,3 +321,21 @@ def test_policy_yaml_round_trips(default_policy):
     assert again == default_policy and again.version == default_policy.version
     table = effective_thresholds(default_policy).set_index("category")
     assert table.loc["bottle", "min_confidence"] == 0.80 and table.loc["*", "min_confidence"] == 0.85
+
+
+def test_reason_counts_count_every_code_of_every_item(default_policy):
+    rng = np.random.default_rng(9)
+    n = 2000
+    signals = pd.DataFrame({
+        "image_id": [f"img-{i}" for i in range(n)], "category": rng.choice(["garment", "shoe", "jewellery"], n),
+        "confidence": rng.uniform(0.3, 1.0, n), "boundary_uncertainty": rng.uniform(0, 0.5, n),
+        "mask_area_fraction": rng.uniform(0.0, 0.9, n), "connected_components": rng.integers(1, 6, n),
+        "colour_distance": rng.uniform(0, 40, n),
+    })
+    reasons = route(signals, default_policy)["reasons"]
+    counts = reason_counts(reasons)
+    expected = reasons.str.split(";").explode().loc[lambda codes: codes != ""].value_counts()
+    assert counts == {code: int(expected[code]) for code in counts} and set(counts) == set(expected.index)
+    assert len(counts) >= 3 and set(counts) <= set(REASON_CODES)
+    assert list(counts.values()) == sorted(counts.values(), reverse=True)
+    assert reason_counts(pd.Series([], dtype=str)) == {} and reason_counts(pd.Series(["", ""])) == {}
