@@ -355,7 +355,9 @@ def route(signals: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     missing = [c for c in SIGNAL_COLUMNS if c not in signals.columns]
     if missing:
         raise ValueError(f"signals are missing column(s): {', '.join(missing)}")
-    out = signals.copy()
+    # pandas' copy-on-write: the new columns never reach ``signals``, and no column is copied
+    # (a deep copy of a 1M-row frame took 0.04-0.36 s, more than any step below but the hashes)
+    out = signals.copy(deep=False)
     n = len(out)
 
     # per-category thresholds: one row per distinct category, gathered by category code
