@@ -257,10 +257,13 @@ def test_sampling_rates_and_determinism(default_raw):
 
 
 def test_sample_uniform_is_stable_and_monotone():
-    ids = [f"id-{i}" for i in range(5000)]
+    ids = [f"id-{i}" for i in range(20_000)]  # more ids than one hashing slice
     u = sample_uniform(ids, "audit")
     assert ((u >= 0) & (u < 1)).all()
     assert (sample_uniform(pd.Series(ids), "audit") == u).all()
+    # an id's number does not depend on its position or on the other ids
+    assert (sample_uniform(ids[::-1], "audit")[::-1] == u).all()
+    assert sample_uniform(ids[12_345:12_346], "audit")[0] == u[12_345]
     assert not (sample_uniform(ids, "double_review") == u).all()  # purposes are independent
     assert abs(np.corrcoef(u, sample_uniform(ids, "double_review"))[0, 1]) < 0.05
     # the ids are hashed as text: 7 and "7" draw the same number
