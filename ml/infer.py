@@ -36,6 +36,17 @@ def inference_model(model: torch.nn.Module) -> torch.nn.Module:
     return folded
 
 
+class ProbabilityHead(torch.nn.Module):
+    """Wraps the segmentation network so the exported graph maps images to foreground probabilities."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.network(images)["out"])
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device holding the model's parameters (CPU for a parameterless module)."""
     parameter = next(model.parameters(), None)

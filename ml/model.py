@@ -31,10 +31,7 @@ from torchvision.models import mobilenet_v3_large
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 from torchvision.ops.misc import Conv2dNormActivation
 
-LRASPP = "lraspp_mobilenet_v3_large"
-UNET = "unet_mobilenet_v3_large"
-UNET_SMALL = "unet_small"
-ARCHITECTURES = (UNET, LRASPP, UNET_SMALL)
+from ml.architectures import ARCHITECTURES, LRASPP, UNET, UNET_SMALL  # noqa: F401 (ml.model's names too)
 # What build_model() makes when no architecture is named: LRASPP, ahead in the first few minutes
 # of training (the demo's and the tests' budgets). The nightly retraining's half-hour bootstrap
 # builds UNET instead (TrainingConfig.architecture; see the docstring).

@@ -6,11 +6,14 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import torch
 
 from ml.calibration import Calibrator
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded or logged: sensors and the code location run without it
+    import torch
 
 CHAMPION_ALIAS = "champion"
 WEIGHTS_ARTIFACT = "weights/state_dict.pt"
@@ -138,7 +141,9 @@ class ModelRegistry(dg.ConfigurableResource):
         """
         import mlflow
         import numpy as np
+        import torch
 
+        from ml.infer import ProbabilityHead
         from ml.model import state_dict_bytes
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -230,13 +235,3 @@ class ModelRegistry(dg.ConfigurableResource):
         for key, value in tags.items():
             client.set_model_version_tag(self.model_name, str(version), key, str(value))
 
-
-class ProbabilityHead(torch.nn.Module):
-    """Wraps the segmentation network so the exported graph maps images to foreground probabilities."""
-
-    def __init__(self, network: torch.nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.network(images)["out"])

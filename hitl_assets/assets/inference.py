@@ -30,13 +30,9 @@ import cv2
 import dagster as dg
 import numpy as np
 import pandas as pd
-import torch
 
 from hitl_assets.partitions import batches
-from ml.data import resize_for_model
 from ml.imageio import encode_jpeg, encode_png, load_rgb
-from ml.infer import inference_model, predict_probabilities
-from ml.model import select_device
 from ml.postprocess import BrandStandard, postprocess
 from ml.quality import SIGNALS, quality_signals
 from ml.runtime import keep_freed_memory
@@ -203,6 +199,14 @@ class _ChunkQueue:
 )
 def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_images: pd.DataFrame, object_store: ObjectStore, model_registry: ModelRegistry):
     """The champion's mask, RGBA cut-out and colour-corrected white-background composite with shadow, plus quality signals."""
+    # torch is imported here, not with the module: the code location, its sensors and every other
+    # asset's step process load without it (README, "Performance": 6 s and 1.1 GiB less per process)
+    import torch
+
+    from ml.data import resize_for_model
+    from ml.infer import inference_model, predict_probabilities
+    from ml.model import select_device
+
     started = time.perf_counter()
     keep_freed_memory()  # numpy/torch temporaries reuse memory instead of page-faulting afresh (ml.runtime)
     device = select_device(config.device)

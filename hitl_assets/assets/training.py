@@ -4,29 +4,33 @@ import copy
 import time
 
 import dagster as dg
-import matplotlib
-import mlflow
 import numpy as np
 import pandas as pd
 
-from ml.augment import eval_transform, train_augmentation
+from ml.architectures import UNET
 from ml.calibration import cross_validated_probabilities, expected_calibration_error, fit_calibrator, reliability_curve
-from ml.data import SegmentationSamples
-from ml.evaluate import evaluate_model
 from ml.grid import prediction_grid
 from ml.imageio import decode_mask, load_rgb
-from ml.infer import predict_probabilities
-from ml.model import UNET, architecture_of, build_model, select_device
 from ml.promotion import promotion_decision
 from ml.synthetic import generate_catalog
 from ml.threshold_fit import review_history as threshold_history
-from ml.train import EpochStats, TrainConfig, fit, seed_everything
 from resources.model_registry import CALIBRATOR_ARTIFACT, ModelRegistry
 from resources.object_store import ObjectStore
 from resources.review_store import ReviewStore
 from resources.tables import read_partitions
 
-matplotlib.use("Agg")
+# torch, the training code and MLflow are imported in the functions that use them: the code
+# location, its sensors and the other assets' step processes load without them (README, "Performance").
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (figures are logged to MLflow, never shown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 class TrainingConfig(dg.Config):
@@ -127,6 +131,8 @@ def review_history(store: ObjectStore, reviews: ReviewStore) -> tuple[pd.DataFra
 
 def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
     """Fit the needs-correction calibrator on review history and log it with its reliability curve."""
+    import mlflow
+
     signals, labels = review_history(store, reviews)
     calibrator = fit_calibrator(signals, labels) if len(labels) else None
     if calibrator is None:
@@ -140,8 +146,7 @@ def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
     mlflow.log_metrics({f"calibration_oof_automation_at_fn_1pct/{name.replace('+', '-')}": share for name, share in calibrator.ranking.items()})
     curve = reliability_curve(cross_validated_probabilities(signals, labels, features=calibrator.features), labels)
     ece = expected_calibration_error(curve)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(4, 4))
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     axis.plot(curve["mean_predicted"], curve["observed_rate"], marker="o")
@@ -158,7 +163,11 @@ def log_calibration(store: ObjectStore, reviews: ReviewStore) -> dict:
 def log_prediction_grid(champion, challenger, size: int, images, masks, categories, count: int, device) -> None:
     """A PNG of gold samples: image, truth, champion's mask, challenger's mask."""
     import cv2
-    import matplotlib.pyplot as plt
+    import mlflow
+
+    from ml.infer import predict_probabilities
+
+    plt = _pyplot()
 
     picks = list(range(min(count, len(images))))
     if not picks:
@@ -188,6 +197,14 @@ def segmentation_model(
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """Fine-tune the champion on the correction dataset (bootstrap on the synthetic catalog when there is none), evaluate on gold, log to MLflow, promote only if better."""
+    import mlflow
+
+    from ml.augment import eval_transform, train_augmentation
+    from ml.data import SegmentationSamples
+    from ml.evaluate import evaluate_model
+    from ml.model import architecture_of, build_model, select_device
+    from ml.train import EpochStats, TrainConfig, fit, seed_everything
+
     seed_everything(config.seed)
     device = select_device(config.device)
     champion = model_registry.load_champion(device=str(device))

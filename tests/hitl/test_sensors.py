@@ -76,3 +76,15 @@ def test_review_completion_sensor_fires_when_every_task_is_decided(object_store,
     assert [r.partition_key for r in done.run_requests] == ["b1"]
     assert not tick(review_completion_sensor, instance, resources, done.cursor).run_requests
     assert json.loads(done.cursor)["b1"]
+
+
+def test_the_code_location_loads_without_torch_or_mlflow():
+    """Sensors, schedules and the non-ML assets' step processes load the definitions: the heavy ML
+    libraries are imported only by the assets that run a model (ai_outputs, segmentation_model)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "torchvision", "mlflow", "albumentations", "matplotlib")
+    code = f"import sys, hitl_assets.definitions; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "", f"importing hitl_assets.definitions imported {loaded}"
