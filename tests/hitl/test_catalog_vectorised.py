@@ -168,3 +168,22 @@ def test_mark_gold_draws_only_known_unseen_items_as_before():
     assert (marked["gold_truth_key"] == queue["image_id"].map(keys).where(expected, "").fillna("")).all()
     assert "gold" not in queue.columns  # the caller's frame is left alone
     assert not mark_gold(queue, truth.iloc[:0], 1.0)["gold"].any()
+
+
+def test_dataset_version_is_the_hash_of_the_sorted_lines():
+    import hashlib
+
+    def by_python(frame):
+        lines = sorted(f"{r.image_id}:{r.mask_digest}:{r.split}" for r in frame.itertuples())
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+    # ids that sort differently as ids and as lines, non-ASCII ids, object and string columns
+    frame = pd.DataFrame({"image_id": ["a-b", "a", "é", "z:1", "Z", "ä", "a:b"], "mask_digest": ["d1", "d2", "d3", "d4", "d5", "d6", "d7"],
+                          "split": ["train", "gold", "train", "train", "gold", "train", "gold"]})
+    assert dataset_version(frame) == by_python(frame)
+    assert dataset_version(frame.astype(object)) == by_python(frame)
+    assert dataset_version(frame.sample(frac=1.0, random_state=3)) == dataset_version(frame)  # row order does not matter
+    assert dataset_version(frame.iloc[:0]) == hashlib.sha256(b"").hexdigest()[:12]
+    assert dataset_version(frame.assign(mask_digest=["x", *frame["mask_digest"][1:]])) != dataset_version(frame)
+    with pytest.raises(ValueError, match="must be set"):
+        dataset_version(frame.assign(split=[None, *frame["split"][1:]]))
