@@ -6,6 +6,7 @@ import pandas as pd
 
 from hitl_assets.partitions import batches
 from hitl_assets.rescore import mark_rescored
+from ml.lookup import contains, positions
 from ml.policy import reason_counts, route, sample_uniform
 from resources.object_store import ObjectStore
 from resources.policy import TolerancePolicy
@@ -130,10 +131,9 @@ def mark_gold(queue: pd.DataFrame, truth: pd.DataFrame, gold_check_rate: float) 
     the truth as they are.
     """
     queue = queue.copy(deep=False)  # only new columns are assigned: the caller's frame is left as it was
-    truth_keys = truth.set_index("image_id")["truth_mask_key"] if len(truth) else pd.Series(dtype=str)
-    candidate = (queue["route"] == "auto_approve").to_numpy() & ~queue["audit"].astype(bool).to_numpy()
-    if len(truth_keys):
-        candidate &= queue["image_id"].isin(truth_keys.index).to_numpy()
+    candidate = queue["route"].eq("auto_approve").to_numpy(dtype=bool) & ~queue["audit"].astype(bool).to_numpy()
+    if len(truth):
+        candidate &= contains(queue["image_id"], truth["image_id"])
     else:
         candidate[:] = False
     # the hash draw only for the few known-truth candidates (the same number per id as drawing for all)
@@ -144,7 +144,8 @@ def mark_gold(queue: pd.DataFrame, truth: pd.DataFrame, gold_check_rate: float) 
     keys = np.full(len(queue), "", dtype=object)
     chosen = np.flatnonzero(gold)
     if len(chosen):
-        keys[chosen] = queue["image_id"].iloc[chosen].map(truth_keys).fillna("").astype(str).to_numpy()
+        at = positions(queue["image_id"].iloc[chosen], truth["image_id"], last=True)
+        keys[chosen] = truth["truth_mask_key"].fillna("").astype(str).to_numpy(dtype=object)[at]
     queue["gold"] = gold
     queue["gold_truth_key"] = pd.Series(keys, index=queue.index, dtype=object).astype(str)
     return queue
