@@ -1,9 +1,11 @@
 """Catalog-scale bookkeeping: routing, correction-dataset assembly, hitl_metrics and review-task creation at 10k-1M rows.
 
 Each (size, step) runs in its own Python subprocess, so its peak resident memory (``ru_maxrss``)
-belongs to that step alone; the synthetic input tables are built in the child before the clock
-starts (their memory is part of the peak, as it would be in the asset). The steps call the same
-functions the Dagster assets call, on synthetic image-level tables (batches of 10,000 images):
+belongs to that step alone. The child first imports the code location (``hitl_assets.definitions``),
+as a Dagster step process does, then builds the synthetic input tables before the clock starts
+(their memory is part of the peak, as it would be in the asset); tables that an asset reads from
+Parquet are passed through Parquet, so they have the column types the asset sees. The steps call
+the same functions the Dagster assets call, on synthetic image-level tables (batches of 10,000 images):
 
 * ``routing``: ``review_queue``'s logic: the tolerance policy (``ml.policy.route`` with the
   packaged default policy), re-scoring against an earlier queue, hidden gold checks
@@ -61,7 +63,7 @@ def synthetic_outputs(n: int, seed: int = 0, model_version: str = "7"):
     image_id = pd.Series(idx).map("img-{:08d}".format).astype(object)
     batch = pd.Series(idx // BATCH_ROWS).map("batch-{:04d}".format).astype(object)
     base = "outputs/" + image_id + f"/v{model_version}"
-    return pd.DataFrame({
+    return as_stored(pd.DataFrame({
         "image_id": image_id,
         "batch": batch,
         "sku": pd.Series(idx // 3).map("SKU-{:07d}".format),
@@ -80,7 +82,19 @@ def synthetic_outputs(n: int, seed: int = 0, model_version: str = "7"):
         "colour_distance": rng.gamma(2.0, 2.0, n),
         "needs_correction_probability": rng.beta(1.5, 8, n),
         "model_version": model_version,
-    })
+    }))
+
+
+def as_stored(frame):
+    """``frame`` as an asset reads it back: through Parquet, as the IO manager writes and reads tables."""
+    import io
+
+    import pandas as pd
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    buffer.seek(0)
+    return pd.read_parquet(buffer)
 
 
 def routed_queue(n: int, seed: int = 0):
@@ -92,7 +106,7 @@ def routed_queue(n: int, seed: int = 0):
     policy = load_policy(default_policy_path())
     outputs = synthetic_outputs(n, seed)
     queue = mark_gold(mark_rescored(None, route(outputs, policy)), gold_truth_table(outputs), policy.gold_check_rate)
-    return queue, policy
+    return as_stored(queue), policy
 
 
 def gold_truth_table(outputs, share: float = 0.05):
@@ -155,10 +169,10 @@ def step_routing(n: int) -> dict:
 
     policy = load_policy(default_policy_path())
     outputs = synthetic_outputs(n, seed=0)
-    truth = gold_truth_table(outputs)
+    truth = as_stored(gold_truth_table(outputs))
     # the batch was routed before under an earlier champion: the re-scoring path runs too
     earlier = outputs.assign(confidence=outputs["confidence"].sample(frac=1.0, random_state=5).to_numpy(), model_version="6")
-    previous = route(earlier, policy)[["image_id", "route", "model_version"]]
+    previous = as_stored(route(earlier, policy)[["image_id", "route", "model_version"]])
     del earlier
     _start_measuring()
     started = time.perf_counter()
@@ -265,6 +279,10 @@ def _stop_measuring() -> None:
 
 
 def phase_step(params: dict) -> dict:
+    # the process holds what a Dagster step process holds: the whole code location (torch is not
+    # part of it; ai_outputs and segmentation_model import it when they run)
+    import hitl_assets.definitions  # noqa: F401
+
     result = STEP_FUNCTIONS[params["step"]](int(params["rows"]))
     # CPU seconds of the step (from the start of measuring to its end, set-up excluded): on a shared
     # machine wall seconds depend on the neighbours' load, CPU seconds much less
