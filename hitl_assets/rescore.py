@@ -15,7 +15,7 @@ def mark_rescored(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.Da
     if previous is None or previous.empty or "model_version" not in previous.columns:
         return current
     # the earlier row of each image (the last one, if it was routed twice), found by pyarrow's
-    # hash kernel: a million-image batch re-scores in about 0.1 s
+    # hash kernel (a million-image batch re-scores in about 0.3 s, two thirds of it this lookup)
     position = positions(current["image_id"], previous["image_id"], last=True)
     found = position >= 0
     take = np.where(found, position, 0)
