@@ -21,8 +21,8 @@ def mark_rescored(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.Da
     take = np.where(found, position, 0)
     # compared where they are, then gathered as booleans and codes: no string is gathered
     was_escalated = found & previous["route"].eq("escalate").to_numpy(dtype=bool)[take]
-    versions = previous["model_version"].astype(str).unique()
-    other_model = found & (positions(previous["model_version"].astype(str), versions)[take] != positions(current["model_version"].astype(str), versions))
+    earlier_model, versions = pd.factorize(previous["model_version"].astype(str))  # a code per earlier version
+    other_model = found & (earlier_model[take] != positions(current["model_version"], versions))  # compared as text
     rescored = was_escalated & other_model & current["route"].eq("auto_approve").to_numpy(dtype=bool)
     reasons = current["reasons"].to_numpy(dtype=object, copy=True)
     reasons[rescored] = RESCORED  # only the re-scored items are written (Series.where: 0.1 s at 1M rows)
