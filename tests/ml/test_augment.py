@@ -100,7 +100,10 @@ def test_to_tensor_batch_matches_the_training_samples_exactly():
     mean, std = np.asarray(MEAN, np.float32) * np.float32(255.0), np.asarray(STD, np.float32) * np.float32(255.0)
     expected = torch.from_numpy(np.stack([((image.astype(np.float32) - mean) / std).transpose(2, 0, 1) for image in images]))
     samples = SegmentationSamples(images, masks)
-    assert torch.equal(to_tensor_batch(images), expected)
+    batch = to_tensor_batch(images)
+    assert torch.equal(batch, expected) and batch.is_contiguous()
+    # views (a flipped photo) give the values of their copies
+    assert torch.equal(to_tensor_batch([image[::-1, ::-1] for image in images]), to_tensor_batch([image[::-1, ::-1].copy() for image in images]))
     assert torch.equal(torch.stack([samples[i][0] for i in range(3)]), expected)
 
 
