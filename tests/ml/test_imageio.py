@@ -324,6 +324,20 @@ def test_jpeg_round_trip_close():
     assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 8
 
 
+def test_jpeg_is_a_baseline_4_4_4_jpeg_of_the_asked_quality_like_pillows():
+    from PIL import JpegImagePlugin
+
+    rgb = _photo(64, 48)
+    im = Image.open(io.BytesIO(encode_jpeg(rgb, quality=92)))
+    assert im.format == "JPEG" and im.mode == "RGB" and not im.info.get("progressive")
+    assert JpegImagePlugin.get_sampling(im) == 0  # 4:4:4: no chroma subsampling
+    pillow = io.BytesIO()
+    Image.fromarray(rgb).save(pillow, "JPEG", quality=92, subsampling=0)
+    assert im.quantization == Image.open(pillow).quantization  # the same quantisation tables: the same quality
+    grey = Image.open(io.BytesIO(encode_jpeg(rgb[..., 1])))
+    assert grey.mode == "L" and grey.size == (rgb.shape[1], rgb.shape[0])
+
+
 def test_encoders_reject_bad_input():
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4), np.float32))
