@@ -21,6 +21,7 @@ No Dagster import here: this is pure ML code.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -159,14 +160,16 @@ def _guided_filter(
     more per operation), and the per-pixel 3x3 solve is written out through its cofactors.
     """
     h, w = p.shape
+    full = cv2.split(np.ascontiguousarray(guide, dtype=np.float32))
     if subsample > 1:
         sh, sw = max(1, round(h / subsample)), max(1, round(w / subsample))
-        g_lo = cv2.resize(guide, (sw, sh), interpolation=cv2.INTER_AREA)
+        # plane by plane: OpenCV's area reduction of a 3-channel float image takes a slow path
+        # (0.15 ms at 256 px against 0.02 ms for its three planes), with the same values
+        planes = [cv2.resize(c, (sw, sh), interpolation=cv2.INTER_AREA) for c in full]
         p_lo = cv2.resize(p, (sw, sh), interpolation=cv2.INTER_AREA)
         r_lo = max(1, round(radius / subsample))
     else:
-        g_lo, p_lo, r_lo = guide, p, radius
-    planes = cv2.split(np.ascontiguousarray(g_lo, dtype=np.float32))
+        planes, p_lo, r_lo = full, p, radius
     p_lo = np.ascontiguousarray(p_lo, dtype=np.float32)
 
     def box(x: np.ndarray) -> np.ndarray:
@@ -208,7 +211,6 @@ def _guided_filter(
     if subsample > 1:
         coeffs = [cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR) for a in coeffs]
         mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
-    full = cv2.split(np.ascontiguousarray(guide, dtype=np.float32)) if subsample > 1 else planes
     q = mean_b
     for a, c in zip(coeffs, full):
         q += a * c
@@ -266,7 +268,9 @@ def _refine_small(p: np.ndarray, small_image: np.ndarray | None, work_h: int, wo
             guide = small_image[window].astype(np.float32) * np.float32(1.0 / 255.0)
             q = _guided_filter(guide, np.ascontiguousarray(pw[window]), radius, eps=1e-3, subsample=subsample)
             del guide
-            np.copyto(pw[window], np.clip(q, 0.0, 1.0, out=q), where=near_edge[window].view(bool))
+            # OpenCV's masked copy, in place (a window is a view of pw): numpy's copyto with a
+            # where= mask took 0.3 ms at 256 px, this 0.01 ms
+            cv2.copyTo(np.clip(q, 0.0, 1.0, out=q), near_edge[window], pw[window])
             del q
         del near_edge
     return _sdf_ramp(pw, _WORK_RAMP)
@@ -485,10 +489,15 @@ def _gains_lut(gains: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * g[None, :]), 0, 255).astype(np.uint8).reshape(256, 1, 3)
 
 
-def _is_identity(gains: np.ndarray | None) -> bool:
+_IDENTITY_LUT = np.arange(256, dtype=np.uint8).reshape(256, 1, 1)
+
+
+def _gains_lut_or_none(gains: np.ndarray | None) -> np.ndarray | None:
+    """The gains' lookup table, or None when it maps every value to itself (nothing to apply)."""
     if gains is None:
-        return True
-    return bool(np.all(_gains_lut(gains)[:, 0, :] == np.arange(256, dtype=np.uint8)[:, None]))
+        return None
+    lut = _gains_lut(gains)
+    return None if np.array_equal(lut, np.broadcast_to(_IDENTITY_LUT, lut.shape)) else lut
 
 
 def apply_gains(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -512,7 +521,13 @@ def _shadow_small(small_alpha: np.ndarray, brand: BrandStandard) -> np.ndarray:
     grid = small_alpha
     factor = sigma / _SHADOW_SIGMA_PX
     if factor >= 1.5:
-        grid = _reduce(small_alpha, max(1, round(h / factor)), max(1, round(w / factor)))
+        step = int(factor)
+        if step >= 2 and h % step == 0 and w % step == 0:
+            # a whole factor that divides the size: OpenCV's area reduction takes its fast path
+            # (256 px: 3 us against 85 us for a factor of 2.56), and the grid is a little finer
+            grid = _reduce(small_alpha, h // step, w // step)
+        else:
+            grid = _reduce(small_alpha, max(1, round(h / factor)), max(1, round(w / factor)))
         sigma *= grid.shape[0] / h
     gh, gw = grid.shape
     dy = float(brand.shadow_offset) * gh
@@ -520,7 +535,8 @@ def _shadow_small(small_alpha: np.ndarray, brand: BrandStandard) -> np.ndarray:
         shift = np.float32([[1, 0, 0], [0, 1, dy]])
         grid = cv2.warpAffine(grid, shift, (gw, gh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if sigma >= 0.3:
-        grid = cv2.GaussianBlur(grid, (0, 0), sigma)
+        # blurred in float32: OpenCV's bit-exact uint8 Gaussian is about three times slower
+        grid = cv2.GaussianBlur(grid.astype(np.float32), (0, 0), sigma)
     opacity = float(np.clip(brand.shadow_opacity, 0.0, 1.0))
     return _resize(cv2.convertScaleAbs(grid, alpha=opacity), h, w, cv2.INTER_LINEAR)
 
@@ -541,10 +557,17 @@ def drop_shadow(alpha: np.ndarray, brand: BrandStandard) -> np.ndarray:
 
 
 def _background_lut(background_rgb) -> np.ndarray:
-    """3-channel LUT: shadow strength s -> background colour darkened by s/255."""
-    bg = np.clip(np.asarray(background_rgb, dtype=np.float64).reshape(3), 0, 255)
+    """3-channel LUT: shadow strength s -> background colour darkened by s/255 (read-only, made once per colour)."""
+    return _background_lut_of(tuple(float(c) for c in np.asarray(background_rgb, dtype=np.float64).reshape(3)))
+
+
+@functools.lru_cache(maxsize=16)
+def _background_lut_of(background_rgb: tuple[float, float, float]) -> np.ndarray:
+    bg = np.clip(np.asarray(background_rgb, dtype=np.float64), 0, 255)
     s = np.arange(256, dtype=np.float64)[:, None]
-    return np.rint(bg[None, :] * (255.0 - s) / 255.0).astype(np.uint8).reshape(256, 1, 3)
+    lut = np.rint(bg[None, :] * (255.0 - s) / 255.0).astype(np.uint8).reshape(256, 1, 3)
+    lut.setflags(write=False)
+    return lut
 
 
 def _render(
@@ -566,11 +589,14 @@ def _render(
     h, w = alpha.shape
     out = np.empty((h, w, 3), dtype=np.uint8)
     cut = np.empty((h, w, 4), dtype=np.uint8) if want_cutout else None
-    gain_lut = None if _is_identity(gains) else _gains_lut(gains)
+    gain_lut = _gains_lut_or_none(gains)
     bg_lut = _background_lut(background_rgb)
     rows = min(h, _STRIP_ROWS)
-    flat_bg = np.empty((rows, w, 3), dtype=np.uint8)
-    flat_bg[:] = bg_lut[0, 0]
+    if shadow is None:
+        # one row of the brand colour, repeated: broadcasting a 3-value colour over the strip
+        # directly runs numpy's inner loop 3 values at a time (0.2 ms for a 256 px strip)
+        flat_bg = np.empty((rows, w, 3), dtype=np.uint8)
+        flat_bg.reshape(rows, w * 3)[:] = np.tile(bg_lut[0, 0], w)
     inv255 = np.float32(1.0 / 255.0)
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
