@@ -1,4 +1,4 @@
-"""Safe decoding of untrusted supplier image files (Pillow + numpy; no Dagster).
+"""Safe decoding of untrusted supplier image files (Pillow + numpy; JPEG encoding through OpenCV; no Dagster).
 
 Supplier drops are untrusted: empty uploads, HTML error pages saved as ``.png``, files cut
 off mid-transfer, decompression bombs, animations, 1-pixel tracking images and 100-megapixel
