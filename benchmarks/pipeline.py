@@ -265,7 +265,7 @@ def phase_pipeline(params: dict) -> dict:
     baseline = rss_mib()
     batch = params["batch"]
     resources = {"object_store": store, "model_registry": registry, "io_manager": ParquetIOManager(object_store=store)}
-    config = {"ops": {"ai_outputs": {"config": {"batch_size": params.get("batch_size", 16)}}}}
+    config = {"ops": {"ai_outputs": {"config": {"batch_size": params.get("batch_size", 8)}}}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, [batch])
         wall, cpu = time.perf_counter(), time.process_time()
