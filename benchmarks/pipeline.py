@@ -265,7 +265,9 @@ def phase_pipeline(params: dict) -> dict:
     baseline = rss_mib()
     batch = params["batch"]
     resources = {"object_store": store, "model_registry": registry, "io_manager": ParquetIOManager(object_store=store)}
-    config = {"ops": {"ai_outputs": {"config": {"batch_size": params.get("batch_size", 8)}}}}
+    # without a batch_size, ai_outputs runs with its own default (InferenceConfig)
+    op_config = {"batch_size": params["batch_size"]} if "batch_size" in params else {}
+    config = {"ops": {"ai_outputs": {"config": op_config}}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, [batch])
         wall, cpu = time.perf_counter(), time.process_time()
@@ -350,7 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
         large = None
         if n_large:
             log(f"ai_outputs on {n_large} photos of {LARGE_SIZE[0]}x{LARGE_SIZE[1]}")
-            large = run_phase(SCRIPT, "pipeline", {**base, "batch": "large", "batch_size": 16})
+            # ai_outputs' default chunking: a handful of large photos is spread over every lane
+            large = run_phase(SCRIPT, "pipeline", {**base, "batch": "large"})
         streaming = []
         for n in stream:
             log(f"streaming: ai_outputs on {n} images")
