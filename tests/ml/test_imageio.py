@@ -17,6 +17,7 @@ from ml.imageio import (
     decode_mask,
     encode_jpeg,
     encode_png,
+    encode_png_fast,
     inspect_image,
     load_rgb,
 )
@@ -315,6 +316,45 @@ def test_png_round_trips():
         arr = rng.integers(0, 256, shape, dtype=np.uint8)
         back = np.asarray(Image.open(io.BytesIO(encode_png(arr))))
         assert back.shape == arr.shape and (back == arr).all()
+
+
+@pytest.mark.parametrize("level", [0, 1, 3])
+def test_fast_png_round_trips_through_pillow_opencv_and_our_own_checks(level, monkeypatch):
+    import cv2
+
+    rng = np.random.default_rng(4)
+    photo = np.clip(np.cumsum(rng.integers(-3, 4, (45, 67, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
+    cases = {
+        "mask": (rng.random((37, 53)) > 0.5).astype(np.uint8) * 255,
+        "noise RGBA": rng.integers(0, 256, (20, 31, 4), dtype=np.uint8),  # the "sub" filter's wrap-around
+        "photo RGB": photo,
+        "one pixel": np.array([[[1, 2, 3, 4]]], np.uint8),
+        "(H, W, 1)": rng.integers(0, 256, (9, 7, 1), dtype=np.uint8),
+    }
+    # strips of 3 rows: the filtered rows reach the compressor in several pieces, as a 24 MP cut-out's do
+    monkeypatch.setattr(imageio, "_PNG_STRIP_BYTES", 3 * 67 * 3)
+    for name, arr in cases.items():
+        data = encode_png_fast(arr, level)
+        expected = arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), expected), name
+        back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if back.ndim == 3:
+            back = cv2.cvtColor(back, cv2.COLOR_BGRA2RGBA if back.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+        assert np.array_equal(back, expected), name
+        imageio._check_png_chunks(data, name)  # every chunk's CRC, as ingest and the review app check them
+    assert np.array_equal(decode_mask(encode_png_fast(cases["mask"])), cases["mask"])
+    assert encode_png_fast(photo, level) == encode_png_fast(np.asfortranarray(photo), level)  # any memory layout
+
+
+def test_fast_png_compresses_and_rejects_what_it_cannot_write():
+    mask = np.zeros((256, 256), np.uint8)
+    mask[64:192, 32:224] = 255
+    assert len(encode_png_fast(mask)) < 2_000  # 64 KiB of pixels: deflate ran
+    for bad in [np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros(4, np.uint8)]:
+        with pytest.raises(ValueError):
+            encode_png_fast(bad)
+    with pytest.raises(ValueError, match="0..3"):
+        encode_png_fast(mask, level=6)
 
 
 def test_jpeg_round_trip_close():
