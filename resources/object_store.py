@@ -14,6 +14,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from typing import Iterator
 
 import dagster as dg
 from pydantic import PrivateAttr
+
+
+#: A new or truncated file, write-only, not inherited by child processes.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 class InvalidKeyError(ValueError):
@@ -165,9 +170,17 @@ class ObjectStore(dg.ConfigurableResource):
             else:
                 self._s3().put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **extra)
             return key
-        path = self.local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        path = os.fspath(self.local_path(key))
+        # Written under a temporary name of this thread's own, then renamed over the key. Not
+        # tempfile.mkstemp, and the folder made only when it is missing: mkstemp's random names and
+        # a mkdir per object cost 0.2 ms of CPU per image of three objects (0.3 ms in all on tmpfs).
+        head, name = os.path.split(path)
+        tmp = os.path.join(head, f".tmp-{name}.{os.getpid()}.{threading.get_native_id()}")
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        except FileNotFoundError:
+            os.makedirs(head, exist_ok=True)
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
