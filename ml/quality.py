@@ -95,7 +95,11 @@ def quality_signals(prob: np.ndarray, min_component_fraction: float = 0.002) -> 
     n_fg = int(np.count_nonzero(fg))
     components = 0
     if n_fg:
-        _, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        # BBDT with 16-bit labels where they cannot overflow (8-connected components number at most
+        # ceil(h/2) * ceil(w/2)): 0.19 ms at 256 px against 0.49 for OpenCV's default (Spaghetti,
+        # 32-bit labels), the same components (2026-12-02, 2-core AMD EPYC)
+        labels = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 2**16 else cv2.CV_32S
+        _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(fg, 8, labels, cv2.CCL_BBDT)
         areas = stats[1:, cv2.CC_STAT_AREA]
         components = int(np.count_nonzero(areas > float(min_component_fraction) * n))
 

@@ -85,3 +85,13 @@ def test_batch_matches_single():
     for got, p in zip(batch, maps):
         assert got == quality_signals(p)
     assert quality_signals_batch(maps[:, None]) == batch  # (N, 1, h, w) from a model
+
+
+def test_components_are_counted_past_what_16_bit_labels_hold():
+    # isolated pixels on every other row and column: 300 x 300 = 90,000 8-connected components
+    p = np.zeros((600, 600), np.float32)
+    p[::2, ::2] = 1.0
+    assert quality_signals(p, min_component_fraction=0.0)["connected_components"] == 90_000
+    small = np.zeros((256, 256), np.float32)
+    small[::2, ::2] = 1.0  # 16,384: the 16-bit labels' case
+    assert quality_signals(small, min_component_fraction=0.0)["connected_components"] == 128 * 128
