@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import hitl_assets.assets.inference as inference
-from hitl_assets.assets.inference import STAGES, StageTimer, ai_outputs, encode_png_fast
+from hitl_assets.assets.inference import STAGES, StageTimer, ai_outputs
 from hitl_assets.assets.ingest import raw_images
 from hitl_assets.partitions import batches
 from ml.imageio import decode_mask, encode_jpeg
@@ -125,6 +125,95 @@ def test_lanes_restore_the_thread_settings_and_a_failing_lane_fails_the_run(obje
     assert settings() == before
 
 
+def test_a_failed_write_fails_the_run_with_its_own_error(object_store, model_registry, batch_with_champion, monkeypatch):
+    from resources.object_store import ObjectStore
+
+    real_put = ObjectStore.put_bytes
+
+    def put_bytes(self, key, data, content_type=None):
+        if "img-2" in key and key.endswith("cutout.png"):
+            raise OSError(f"{key}: disk full")
+        return real_put(self, key, data, content_type)
+
+    monkeypatch.setattr(ObjectStore, "put_bytes", put_bytes)
+    with pytest.raises(OSError, match="img-2/v1/cutout.png: disk full"):
+        _materialize(object_store, model_registry, batch_size=1, workers=2, io_threads=1)
+
+
+def test_the_object_writer_bounds_the_bytes_waiting_and_keeps_the_first_failure():
+    import threading
+
+    release, written = threading.Event(), []
+
+    class Store:
+        def put_bytes(self, key, data, content_type=None):
+            release.wait(30)
+            if key == "bad":
+                raise OSError("bad: disk full")
+            written.append(key)
+
+    timer = StageTimer()
+    writer = inference.ObjectWriter(Store(), threads=4, stages=timer, max_pending_bytes=10)
+    writer.put("a", b"12345678")
+    second = threading.Thread(target=writer.put, args=("b", b"12345678"))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # no room for 8 more bytes until "a" is written
+    release.set()
+    second.join(30)
+    assert not second.is_alive()
+    writer.put("c", b"x" * 100)  # larger than the bound: written on its own
+    writer.close()
+    assert sorted(written) == ["a", "b", "c"] and timer.seconds["write"] > 0
+
+    inline = inference.ObjectWriter(Store(), threads=0)  # no I/O threads: written in the caller
+    inline.put("d", b"1")
+    assert written[-1] == "d"
+    inline.close()
+
+    failing = inference.ObjectWriter(Store(), threads=1)
+    failing.put("bad", b"1")
+    with pytest.raises(OSError, match="bad: disk full"):
+        failing.close()
+    with pytest.raises(inference.WriteFailed, match="not writing later"):
+        failing.put("later", b"2")
+
+
+def test_the_chunk_reader_reads_ahead_in_order_and_raises_a_failed_read_in_the_lane():
+    class Store:
+        def __init__(self):
+            self.read = []
+
+        def get_bytes(self, key):
+            self.read.append(key)
+            if key == "missing":
+                raise FileNotFoundError(f"no object {key!r}")
+            return key.encode()
+
+    store = Store()
+    chunks = [[{"image_key": f"{c}-{i}"} for i in range(3)] for c in range(5)] + [[{"image_key": "missing"}]]
+    reader = inference.ChunkReader(store, chunks, ahead=1, threads=2)
+    assert reader.take(0) == [b"0-0", b"0-1", b"0-2"]
+    assert reader.take(1) == [b"1-0", b"1-1", b"1-2"]
+    assert set(store.read) <= {f"{c}-{i}" for c in range(3) for i in range(3)}  # never more than one chunk ahead
+    for c in range(2, 5):
+        assert reader.take(c) == [f"{c}-{i}".encode() for i in range(3)]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        reader.take(5)
+    reader.close()
+    inline = inference.ChunkReader(Store(), chunks, ahead=1, threads=0)  # no I/O threads: read in the lane, nothing ahead
+    assert inline.take(3) == [b"3-0", b"3-1", b"3-2"] and inline._store.read == ["3-0", "3-1", "3-2"]
+    inline.close()
+
+
+def test_io_threads_by_default_only_for_s3():
+    from resources.object_store import ObjectStore
+
+    assert inference._io_thread_count(None, ObjectStore(root="x")) == 0  # a local folder: the lanes read and write
+    assert inference._io_thread_count(None, ObjectStore(bucket="b")) == 8  # S3: requests wait on the network
+    assert inference._io_thread_count(3, ObjectStore(root="x")) == 3
+
+
 def test_the_chunk_queue_hands_out_each_chunk_once_in_order_and_stops_after_a_failure():
     from concurrent.futures import ThreadPoolExecutor
 
@@ -143,19 +232,6 @@ def test_the_chunk_queue_hands_out_each_chunk_once_in_order_and_stops_after_a_fa
     assert stopped.take() == 0
     stopped.failed.set()  # a lane failed: the others take nothing more
     assert stopped.take() is None
-
-
-def test_encode_png_fast_round_trips():
-    rng = np.random.default_rng(0)
-    grey = (rng.random((37, 53)) > 0.5).astype(np.uint8) * 255
-    rgba = rng.integers(0, 256, (20, 31, 4), dtype=np.uint8)
-    assert np.array_equal(decode_mask(encode_png_fast(grey)), grey)
-    from PIL import Image
-    import io
-
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png_fast(rgba)))), rgba)
-    rgb = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)  # anything else: the plain encoder
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png_fast(rgb)))), rgb)
 
 
 def test_stage_timer_sums_from_threads():
