@@ -219,23 +219,33 @@ class ObjectWriter:
     At most ``max_pending_bytes`` wait to be written at once (one object whatever its size), so
     a run of 24 MP cut-outs cannot pile up in memory: ``put`` waits for room. After a failed
     write, ``put`` raises at once (the lanes stop) and ``close`` raises the failure. Seconds
-    spent writing go to ``stages["write"]``. With no threads (``threads=0``) ``put`` writes the
-    object itself, in the calling lane.
+    spent writing go to ``stages["write"]``.
+
+    With no threads (``threads=0``) the calling lane writes the objects itself, a group at a
+    time: ``put`` holds them (at most ``max_held_bytes`` per lane) until the lane calls
+    ``flush``, after each chunk. On a local disk one file created after another costs less
+    kernel CPU than the same files created between other work (2026-12-02: 0.31-0.56 against
+    0.58-0.67 ms per image of three files, 1,500 images on ext4).
     """
 
-    def __init__(self, store: ObjectStore, threads: int, stages: StageTimer | None = None, max_pending_bytes: int = 256 * 2**20) -> None:
-        self._store, self._stages, self._limit = store, stages, max_pending_bytes
+    def __init__(
+        self, store: ObjectStore, threads: int, stages: StageTimer | None = None,
+        max_pending_bytes: int = 256 * 2**20, max_held_bytes: int = 64 * 2**20,
+    ) -> None:
+        self._store, self._stages, self._limit, self._hold_limit = store, stages, max_pending_bytes, max_held_bytes
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ai_outputs-write") if threads > 0 else None
         self._room = threading.Condition()
         self._pending = 0
         self._error: BaseException | None = None
+        self._held = threading.local()  # no threads: each lane's objects not written yet, and their bytes
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        if self._pool is None:  # no I/O threads: written here, in the lane
-            started = time.perf_counter()
-            self._store.put_bytes(key, data, content_type)
-            if self._stages is not None:
-                self._stages.add("write", time.perf_counter() - started)
+        if self._pool is None:  # no I/O threads: held for this lane's next flush
+            held = self._held.__dict__.setdefault("objects", [])
+            held.append((key, data, content_type))
+            self._held.bytes = getattr(self._held, "bytes", 0) + len(data)
+            if self._held.bytes > self._hold_limit:
+                self.flush()
             return
         size = len(data)
         with self._room:
@@ -261,8 +271,26 @@ class ObjectWriter:
                 self._pending -= size
                 self._room.notify_all()
 
+    def flush(self) -> None:
+        """Write the objects this lane handed over and the writer holds (no I/O threads; else nothing to do)."""
+        held = getattr(self._held, "objects", None)
+        if not held:
+            return
+        started = time.perf_counter()
+        try:
+            for key, data, content_type in held:
+                self._store.put_bytes(key, data, content_type)
+        finally:
+            held.clear()
+            self._held.bytes = 0
+            if self._stages is not None:
+                self._stages.add("write", time.perf_counter() - started)
+
     def close(self, raise_failure: bool = True) -> None:
-        """Wait for every write; raise the first that failed (unless ``raise_failure`` is False)."""
+        """Wait for every write; raise the first that failed (unless ``raise_failure`` is False).
+
+        Objects still held by a lane (one that failed before its flush) are not written.
+        """
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         if raise_failure and self._error is not None:
@@ -387,6 +415,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
                 stages.add("forward", time.perf_counter() - t0)
                 done[index] = [outputs(record, prob, full, data, writer) for record, prob, (_, full, data) in zip(chunk, probs, loaded)]
                 del loaded, probs
+                writer.flush()  # the chunk's outputs, one file after another
         except BaseException:
             queue.failed.set()  # the other lanes stop after their current chunk
             raise

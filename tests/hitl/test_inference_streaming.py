@@ -125,7 +125,8 @@ def test_lanes_restore_the_thread_settings_and_a_failing_lane_fails_the_run(obje
     assert settings() == before
 
 
-def test_a_failed_write_fails_the_run_with_its_own_error(object_store, model_registry, batch_with_champion, monkeypatch):
+@pytest.mark.parametrize("io_threads", [0, 1])
+def test_a_failed_write_fails_the_run_with_its_own_error(io_threads, object_store, model_registry, batch_with_champion, monkeypatch):
     from resources.object_store import ObjectStore
 
     real_put = ObjectStore.put_bytes
@@ -137,7 +138,7 @@ def test_a_failed_write_fails_the_run_with_its_own_error(object_store, model_reg
 
     monkeypatch.setattr(ObjectStore, "put_bytes", put_bytes)
     with pytest.raises(OSError, match="img-2/v1/cutout.png: disk full"):
-        _materialize(object_store, model_registry, batch_size=1, workers=2, io_threads=1)
+        _materialize(object_store, model_registry, batch_size=1, workers=2, io_threads=io_threads)
 
 
 def test_the_object_writer_bounds_the_bytes_waiting_and_keeps_the_first_failure():
@@ -166,9 +167,16 @@ def test_the_object_writer_bounds_the_bytes_waiting_and_keeps_the_first_failure(
     writer.close()
     assert sorted(written) == ["a", "b", "c"] and timer.seconds["write"] > 0
 
-    inline = inference.ObjectWriter(Store(), threads=0)  # no I/O threads: written in the caller
+    # no I/O threads: the caller's objects are held until it flushes, or until they pass the bound
+    inline = inference.ObjectWriter(Store(), threads=0, stages=timer, max_held_bytes=10)
     inline.put("d", b"1")
-    assert written[-1] == "d"
+    inline.put("e", b"22")
+    assert written[-1] == "c"
+    inline.flush()
+    assert written[-2:] == ["d", "e"]
+    inline.put("f", b"x" * 11)  # past the bound: written at once
+    assert written[-1] == "f"
+    inline.flush()  # nothing held: nothing to do
     inline.close()
 
     failing = inference.ObjectWriter(Store(), threads=1)
