@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
 def summary_table(r: dict) -> str:
     rows = [
         ["bare forward", f"{r['bare_forward_ips']:.1f} img/s", f"batch {r['bare_forward_batch_size']}" + (f" x {r['bare_forward_lanes']} lanes" if r.get("bare_forward_lanes", 1) > 1 else "") + f", {r['images']} images at {r['input_size']} px; champion: {r.get('champion', 'random weights')}"],
-        ["ai_outputs (Dagster, end to end)", f"{r['pipeline_ips']:.1f} img/s", f"ratio {r['ratio']:.2f} (CPU-time ratio {r['ratio_cpu']:.2f}); steady state {r['pipeline_steady_ips']:.1f} img/s"],
+        ["ai_outputs (Dagster, end to end)", f"{r['pipeline_ips']:.1f} img/s", f"ratio {r['ratio']:.3f} (CPU-time ratio {r['ratio_cpu']:.3f}); steady state {r['pipeline_steady_ips']:.1f} img/s"],
         ["peak RSS", f"{r['peak_rss_mib']:.0f} MiB", ""],
     ]
     rows += [[f"  stage {k}", f"{v:.2f} s", ""] for k, v in r["stages"].items()]

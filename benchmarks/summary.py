@@ -28,7 +28,7 @@ def pipeline_rows(r: dict) -> list[list]:
     rows = [
         ["pipeline", f"bare forward ({r.get('device')}, {r.get('images')} images" + (f", {r['architecture']}" if r.get("architecture") else "") + (f", {r['champion']}" if r.get("champion") else "") + ")", f"{r['bare_forward_ips']:.1f} img/s", ""],
         ["pipeline", "ai_outputs through Dagster", f"{r['pipeline_ips']:.1f} img/s", ""],
-        ["pipeline", "ratio", f"{r['ratio']:.2f}", f">= 0.8: {_ok(r['ratio'] >= 0.8)}"],
+        ["pipeline", "ratio", f"{r['ratio']:.3f}", f">= 0.8: {_ok(r['ratio'] >= 0.8)}"],
         ["pipeline", "peak RSS", f"{r['peak_rss_mib']:.0f} MiB", ""],
     ]
     for name, seconds in (r.get("stages") or {}).items():

@@ -79,3 +79,11 @@ def test_summary_gives_each_serving_size_and_marks_the_one_served(tmp_path):
     [served] = [text for text in lines if "v2 at 256 px" in text]
     assert "(1.33x its training size) (served)" in served and "(served)" not in small
     assert "corrections 12%, automation@FN1% by round 88%, 85%" in served
+
+
+def test_summary_shows_a_ratio_just_under_the_goal_as_under_it(tmp_path):
+    (tmp_path / "pipeline.json").write_text(json.dumps({
+        "images": 1024, "device": "cpu", "bare_forward_ips": 53.9, "pipeline_ips": 42.9, "ratio": 0.7964, "peak_rss_mib": 1916.0,
+    }))
+    [ratio] = [text for text in load_summary().summary(tmp_path).splitlines() if "ratio" in text]
+    assert "0.796" in ratio and "0.80 " not in ratio and ratio.rstrip().endswith(">= 0.8: NOT met")
