@@ -13,12 +13,12 @@ import io
 import os
 import posixpath
 import shutil
-import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -26,6 +26,31 @@ from pydantic import PrivateAttr
 
 #: A new or truncated file, write-only, not inherited by child processes.
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+
+
+@contextmanager
+def _replacing(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new content to, renamed over ``path`` when the block ends without error.
+
+    Readers never see a partial object; after an error the temporary file is removed. Its name
+    (``.tmp-``, hidden from listings) is this thread's own, and the folder is made only when it is
+    missing: ``tempfile.mkstemp``'s random names and a mkdir per object cost 0.2 ms of CPU per
+    image of three objects (0.3 ms in all on tmpfs).
+    """
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".tmp-{name}.{os.getpid()}.{threading.get_native_id()}")
+    try:
+        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+    except FileNotFoundError:
+        os.makedirs(head, exist_ok=True)
+        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class InvalidKeyError(ValueError):
@@ -170,24 +195,8 @@ class ObjectStore(dg.ConfigurableResource):
             else:
                 self._s3().put_object(Bucket=self.bucket, Key=self._s3_key(key), Body=data, **extra)
             return key
-        path = os.fspath(self.local_path(key))
-        # Written under a temporary name of this thread's own, then renamed over the key. Not
-        # tempfile.mkstemp, and the folder made only when it is missing: mkstemp's random names and
-        # a mkdir per object cost 0.2 ms of CPU per image of three objects (0.3 ms in all on tmpfs).
-        head, name = os.path.split(path)
-        tmp = os.path.join(head, f".tmp-{name}.{os.getpid()}.{threading.get_native_id()}")
-        try:
-            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
-        except FileNotFoundError:
-            os.makedirs(head, exist_ok=True)
-            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with _replacing(self.local_path(key)) as handle:
+            handle.write(data)
         return key
 
     def put_file(self, key: str, path: str | os.PathLike, content_type: str | None = None) -> str:
@@ -196,16 +205,8 @@ class ObjectStore(dg.ConfigurableResource):
             extra = {"ContentType": content_type} if content_type else {}
             self._s3().upload_file(os.fspath(path), self.bucket, self._s3_key(key), ExtraArgs=extra, Config=self._transfer_config())
             return key
-        target = self.local_path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle, open(path, "rb") as source:
-                shutil.copyfileobj(source, handle, 1024 * 1024)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with _replacing(self.local_path(key)) as handle, open(path, "rb") as source:
+            shutil.copyfileobj(source, handle, 1024 * 1024)
         return key
 
     def get_bytes(self, key: str) -> bytes:
