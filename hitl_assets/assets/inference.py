@@ -73,8 +73,9 @@ class InferenceConfig(dg.Config):
     # Threads that read the photos and write the outputs, so that no lane waits on the network: a
     # chunk's photos are fetched while the lanes before it run, its outputs handed over and written
     # while its lane goes on (that many threads each). 0: the lanes read and write themselves.
-    # None: 8 for S3 (8 + 8 fill the S3 client's 16 connections), 0 for a local folder, whose reads and writes are CPU work in the kernel, not waits: on 2 cores, 2 I/O
-    # threads beside 2 lanes took 33.6-34.3 img/s against 34.9-40.3 without (2026-12-02, 1,024 images).
+    # None: 8 for S3 (8 + 8 fill the S3 client's 16 connections), 0 for a local folder, whose
+    # reads and writes are CPU work in the kernel, not waits: on 2 cores, 2 I/O threads beside 2
+    # lanes took 33.6-34.3 img/s against 34.9-40.3 without (2026-12-02, 1,024 images).
     io_threads: int | None = None
 
     def brand(self) -> BrandStandard:
@@ -124,7 +125,8 @@ def render_outputs(
 
     ``image`` is the decoded full-size photo when the caller already has it; otherwise ``data``
     (the photo's bytes) or, without it, the object under ``row["image_key"]`` is decoded here.
-    With a ``writer`` the outputs are handed to its I/O threads; otherwise they are written here.
+    With a ``writer`` the outputs are handed to it (its I/O threads, or held for the lane's
+    ``flush``); otherwise they are written here.
     """
     clock = time.perf_counter
     t0 = clock()
@@ -237,14 +239,13 @@ class ObjectWriter:
         self._room = threading.Condition()
         self._pending = 0
         self._error: BaseException | None = None
-        self._held = threading.local()  # no threads: each lane's objects not written yet, and their bytes
+        self._held = threading.local()  # no threads: each lane's objects not written yet
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         if self._pool is None:  # no I/O threads: held for this lane's next flush
-            held = self._held.__dict__.setdefault("objects", [])
+            held = self._lane_held()
             held.append((key, data, content_type))
-            self._held.bytes = getattr(self._held, "bytes", 0) + len(data)
-            if self._held.bytes > self._hold_limit:
+            if sum(len(data) for _, data, _ in held) > self._hold_limit:
                 self.flush()
             return
         size = len(data)
@@ -271,9 +272,14 @@ class ObjectWriter:
                 self._pending -= size
                 self._room.notify_all()
 
+    def _lane_held(self) -> list[tuple[str, bytes, str | None]]:
+        if not hasattr(self._held, "objects"):
+            self._held.objects = []
+        return self._held.objects
+
     def flush(self) -> None:
         """Write the objects this lane handed over and the writer holds (no I/O threads; else nothing to do)."""
-        held = getattr(self._held, "objects", None)
+        held = self._lane_held()
         if not held:
             return
         started = time.perf_counter()
@@ -282,7 +288,6 @@ class ObjectWriter:
                 self._store.put_bytes(key, data, content_type)
         finally:
             held.clear()
-            self._held.bytes = 0
             if self._stages is not None:
                 self._stages.add("write", time.perf_counter() - started)
 
