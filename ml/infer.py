@@ -8,30 +8,36 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ml.data import resize_for_model, to_tensor_batch
 
 
-def inference_model(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` for inference: eval mode, every BatchNorm folded into the convolution before it.
+def inference_model(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
+    """``model`` for inference: eval mode, every BatchNorm folded into the convolution before it.
 
     In eval mode a BatchNorm is a fixed per-channel scale and shift, so it can be folded into the
-    preceding convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``): one
+    preceding convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_weights``): one
     operation instead of two and one pass less over every feature map. The networks here build
     every such pair as a ``Conv2d`` followed by a ``BatchNorm2d`` inside an ``nn.Sequential``
     (torchvision's ``Conv2dNormActivation``), which is what is folded; the BatchNorm's place is
     taken by ``nn.Identity``. The outputs equal the original's up to float32 rounding (about
-    1e-5 on the logits). ``model`` itself is left as it was, so it can still be fine-tuned.
+    1e-5 on the logits).
+
+    By default ``model`` itself is left as it was (it is copied first), so it can still be
+    fine-tuned. ``inplace=True`` folds ``model`` itself and returns it: for a model loaded only to
+    be served, which saves the copy (for the U-Net 0.1-0.3 s of a run's start).
     """
-    folded = copy.deepcopy(model).eval()
+    folded = model.eval() if inplace else copy.deepcopy(model).eval()
     for module in folded.modules():
         if not isinstance(module, torch.nn.Sequential):
             continue
         children = list(module.named_children())
         for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
             if type(conv) is torch.nn.Conv2d and type(bn) is torch.nn.BatchNorm2d and bn.track_running_stats:
-                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                # the folded weights replace the convolution's own (fuse_conv_bn_eval would deep-copy it first)
+                weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+                conv.weight, conv.bias = weight, bias
                 setattr(module, bn_name, torch.nn.Identity())
     return folded
 

@@ -358,8 +358,9 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             "no champion segmentation model yet: materialize segmentation_model (retrain_job) first; "
             "with no corrections it bootstraps on the synthetic catalog"
         )
-    # BatchNorm folded into the convolutions: about 10 % less CPU per forward pass, the same masks
-    model = inference_model(champion.model)
+    # BatchNorm folded into the convolutions: about 10 % less CPU per forward pass, the same masks.
+    # In place: this run loaded the champion only to serve it.
+    model = inference_model(champion.model, inplace=True)
     model_seconds = time.perf_counter() - started
     accepted = raw_images[raw_images["status"] == "accepted"].drop_duplicates("image_id")
     records = accepted.to_dict("records")

@@ -76,9 +76,10 @@ def test_select_device():
             select_device("cuda")
 
 
-def test_state_dict_round_trip_gives_identical_outputs():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_state_dict_round_trip_gives_identical_outputs(architecture):
     torch.manual_seed(0)
-    model = build_model()
+    model = build_model(architecture=architecture)
     # A couple of train-mode passes move the BN running stats away from their defaults, so
     # the round trip must carry buffers, not just parameters.
     with torch.no_grad():
@@ -93,6 +94,14 @@ def test_state_dict_round_trip_gives_identical_outputs():
     assert not restored.training
     with torch.inference_mode():
         assert torch.equal(restored(x)["out"], expected)
+    # built on the meta device and given the loaded tensors: every tensor is real and the model
+    # can be fine-tuned like a freshly built one (trainable weights, the BatchNorm momentum set)
+    assert not any(t.is_meta for t in (*restored.parameters(), *restored.buffers()))
+    assert all(p.requires_grad for p in restored.parameters())
+    assert {bn.momentum for bn in _batchnorms(restored)} == {0.1}
+    restored.train()
+    restored(torch.randn(2, 3, 64, 64))["out"].mean().backward()
+    assert all(p.grad is not None for p in restored.parameters() if p.requires_grad)
 
 
 def test_loading_uses_weights_only(monkeypatch):
@@ -144,3 +153,21 @@ def test_inference_model_folds_every_batchnorm_and_predicts_the_same(architectur
     with torch.inference_mode():
         expected, got = model(x)["out"], folded(x)["out"]
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_inference_model_in_place_folds_the_model_itself():
+    """ai_outputs folds the champion it loaded in place (no copy): the same module, the same logits as a folded copy."""
+    from ml.infer import inference_model
+
+    torch.manual_seed(0)
+    model = build_model(architecture=UNET)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 3, 64, 64) * 3.0 + 1.0)
+    model.eval()
+    copied = inference_model(model)
+    folded = inference_model(model, inplace=True)
+    assert folded is model and _batchnorms(model) == []
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(folded(x)["out"], copied(x)["out"])
