@@ -76,13 +76,14 @@ def quality_signals(prob: np.ndarray, min_component_fraction: float = 0.002) -> 
     h, w = p.shape
     n = h * w
     fg = (p >= 0.5).view(np.uint8)
-    uncertain = (p > _UNCERTAIN_LOW) & (p < _UNCERTAIN_HIGH)
+    half_believed = (p > _UNCERTAIN_LOW).view(np.uint8)
+    uncertain = half_believed & (p < _UNCERTAIN_HIGH).view(np.uint8)
 
     kernel = _band_kernel(max(2, round(_BAND_FRACTION * max(h, w))))
     dilated = cv2.dilate(fg, kernel)
     eroded = cv2.erode(fg, kernel)  # the image border does not count as an edge
 
-    region = dilated | (p > _UNCERTAIN_LOW).view(np.uint8)
+    region = dilated | half_believed
     certainty = np.abs(p - np.float32(0.5))  # |2p - 1| / 2
     n_region = cv2.countNonZero(region)
     # cv2.mean sums in float64 over the masked pixels, without gathering them into a copy

@@ -215,6 +215,20 @@ def test_composite_background_product_and_shadow():
     assert np.array_equal(flat[mask > 0], cast[mask > 0])
 
 
+@pytest.mark.parametrize("background", [(255, 255, 255), (200, 200, 200), (250, 248, 245), (40, 120, 200)])
+def test_composite_background_is_the_brand_colour_darkened_by_the_shadow(background):
+    """Outside the product each channel is background * (255 - shadow) / 255, rounded: grey brands
+    (one-channel table, repeated) and coloured ones (three-channel table) alike."""
+    img, mask, _ = product_scene()
+    brand = BrandStandard(background_rgb=background, shadow_opacity=0.6)
+    out = composite(img, mask, brand)
+    shadow = drop_shadow(mask, brand).astype(np.float64)
+    expected = np.rint(np.array(background, np.float64) * (255.0 - shadow[..., None]) / 255.0)
+    outside = mask == 0
+    assert (shadow[outside] > 50).any()  # the shadow reaches outside the product
+    assert np.array_equal(out[outside], expected[outside].astype(np.uint8))
+
+
 def test_composite_blends_soft_edges_in_proportion_to_alpha():
     img = np.zeros((8, 256, 3), np.uint8)
     img[:] = (0, 100, 200)
@@ -223,6 +237,21 @@ def test_composite_blends_soft_edges_in_proportion_to_alpha():
     a = np.arange(256)[:, None]
     expected = (a * np.array([0, 100, 200]) + (255 - a) * 255) / 255
     assert np.abs(out[4] - expected).max() <= 1
+
+
+def test_composite_edges_are_blended_exactly_as_opencv_blend_linear():
+    """Only edge pixels are blended, with cv2.blendLinear's arithmetic: byte for byte the same as blending everything."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (300, 200), dtype=np.uint8)
+    alpha[:40] = 0
+    alpha[-40:] = 255
+    background = (250, 240, 230)
+    out = composite(img, alpha, BrandStandard(background_rgb=background, shadow_opacity=0))
+    w1 = alpha.astype(np.float32) * np.float32(1.0 / 255.0)
+    back = np.empty_like(img)
+    back[:] = background
+    assert np.array_equal(out, cv2.blendLinear(img, back, w1, np.float32(1.0) - w1))
 
 
 def test_cutout_rgba():
