@@ -7,8 +7,9 @@ soft drop shadow and a transparent cut-out.
 Large photos (see DESIGN.md, "Large photos"): supplier photos are often 20+ megapixels while
 the model runs at a few hundred pixels. Every full-resolution step here works on uint8
 planes with OpenCV's vectorised kernels (resize, LUT, masked copies over row strips; only
-the edge pixels are blended in float32); nothing makes a float copy of the full-size photo. Everything that needs floats or wide filters
-(edge-aware alpha refinement, colour statistics, the shadow's blur) runs on a reduced copy
+the edge pixels are blended in float32); nothing makes a float copy of the full-size photo.
+Everything that needs floats or wide filters (edge-aware alpha refinement, colour
+statistics, the shadow's blur) runs on a reduced copy
 whose longer side is at most ``WORK_SIDE`` pixels and is then upsampled. On 2 CPU cores a
 24 MP photo takes well under a second and about 60 MiB beyond its outputs.
 
@@ -158,18 +159,17 @@ def _guided_filter(
 ) -> np.ndarray:
     """Colour guided filter (He, Sun & Tang), optionally "fast" (coefficients at 1/subsample).
 
-    guide float32 (h, w, 3) in [0, 1], or uint8 (h, w, 3) (scaled to [0, 1] here, plane by
-    plane: one pass per plane instead of converting, scaling and splitting the whole image),
-    p float32 (h, w). Runs on the reduced working copy only. Every array is a contiguous (h, w)
+    guide uint8 (h, w, 3), the photo (scaled to [0, 1] here, plane by plane: one pass per
+    plane instead of converting, scaling and splitting the whole image), p float32 (h, w).
+    Runs on the reduced working copy only. Every array is a contiguous (h, w)
     plane (strided channel views cost several times more per operation), and the per-pixel
     3x3 solve is written out through its cofactors.
     """
     h, w = p.shape
-    if guide.dtype == np.uint8:
-        scale = np.float32(1.0 / 255.0)
-        full = [np.multiply(c, scale, dtype=np.float32) for c in cv2.split(np.ascontiguousarray(guide))]
-    else:
-        full = cv2.split(np.ascontiguousarray(guide, dtype=np.float32))
+    if guide.dtype != np.uint8:
+        raise TypeError(f"the guide must be the uint8 photo, got {guide.dtype}")
+    scale = np.float32(1.0 / 255.0)
+    full = [np.multiply(c, scale, dtype=np.float32) for c in cv2.split(np.ascontiguousarray(guide))]
     if subsample > 1:
         sh, sw = max(1, round(h / subsample)), max(1, round(w / subsample))
         # plane by plane: OpenCV's area reduction of a 3-channel float image takes a slow path
@@ -393,20 +393,6 @@ def colour_distance(rgb_a, rgb_b) -> float:
     if a.shape[-1:] != (3,) or b.shape[-1:] != (3,):
         raise ValueError("colours must be RGB triples")
     return float(np.linalg.norm(_srgb_to_lab(a) - _srgb_to_lab(b)))
-
-
-@functools.lru_cache(maxsize=16)
-def _lab_of(rgb: tuple[float, float, float]) -> np.ndarray:
-    """CIE Lab of one sRGB colour, made once per colour (the brand background, per photo otherwise)."""
-    lab = _srgb_to_lab(np.asarray(rgb, dtype=np.float64))
-    lab.setflags(write=False)
-    return lab
-
-
-def _distance_to_colour(rgb: np.ndarray, target_rgb) -> float:
-    """``colour_distance(rgb, target_rgb)`` with the target's Lab cached."""
-    target = tuple(float(c) for c in np.asarray(target_rgb, dtype=np.float64).reshape(3))
-    return float(np.linalg.norm(_srgb_to_lab(rgb) - _lab_of(target)))
 
 
 def _background_region(small_alpha: np.ndarray) -> np.ndarray:
@@ -739,7 +725,7 @@ def postprocess(
         gains = _gains_from_reference(ref, ok, brand.background_rgb, brand.max_gain)
     else:
         gains = np.ones(3, dtype=np.float32)
-    distance = _distance_to_colour(ref, brand.background_rgb)
+    distance = colour_distance(ref, brand.background_rgb)
 
     shadow = None
     if brand.shadow_opacity > 0:

@@ -370,10 +370,9 @@ def test_guided_filter_matches_the_per_plane_definition():
 
     rng = np.random.default_rng(0)
     img, mask, _ = product_scene(120, 160)
-    guide = img.astype(np.float32) / 255.0
     p = np.clip(cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), 3) + rng.normal(0, 0.02, mask.shape).astype(np.float32), 0, 1)
-    fast = _guided_filter(guide, p, radius=4, eps=1e-3)
-    reference = _guided_filter_per_plane(guide, p, radius=4, eps=1e-3)
+    fast = _guided_filter(img, p, radius=4, eps=1e-3)
+    reference = _guided_filter_per_plane(img.astype(np.float32) / 255.0, p, radius=4, eps=1e-3)
     np.testing.assert_allclose(fast, reference, atol=2e-3)
 
 
@@ -402,7 +401,7 @@ def test_edge_refinement_filters_only_around_the_edge_with_the_same_result():
 
     pw = np.clip(cv2.resize(p, (200, 150), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
     radius = 16  # round(4 * 4): four model pixels, model -> working scale is 4
-    whole = _guided_filter(img.astype(np.float32) / 255.0, pw, radius, eps=1e-3, subsample=2)
+    whole = _guided_filter(img, pw, radius, eps=1e-3, subsample=2)
     mean_p = _box(pw, radius)
     expected = _sdf_ramp(np.where((mean_p > 0.01) & (mean_p < 0.99), np.clip(whole, 0, 1), pw).astype(np.float32), 3.0)
     np.testing.assert_allclose(refined, expected, atol=1e-5)
@@ -410,7 +409,7 @@ def test_edge_refinement_filters_only_around_the_edge_with_the_same_result():
     # at the model's own resolution (radius 4) the coefficients come from a half-resolution copy as well
     small = cv2.resize(img, (64, 48), interpolation=cv2.INTER_AREA)
     p_small = cv2.resize(mask.astype(np.float32) / 255.0, (64, 48), interpolation=cv2.INTER_AREA)
-    whole = _guided_filter(small.astype(np.float32) / 255.0, p_small, 4, eps=1e-3, subsample=2)  # radius: 4 model pixels
+    whole = _guided_filter(small, p_small, 4, eps=1e-3, subsample=2)  # radius: 4 model pixels
     mean_p = _box(p_small, 4)
     expected = _sdf_ramp(np.where((mean_p > 0.01) & (mean_p < 0.99), np.clip(whole, 0, 1), p_small).astype(np.float32), 3.0)
     np.testing.assert_allclose(_refine_small(p_small, small, 48, 64), expected, atol=1e-5)
@@ -419,7 +418,7 @@ def test_edge_refinement_filters_only_around_the_edge_with_the_same_result():
     smaller = cv2.resize(img, (32, 24), interpolation=cv2.INTER_AREA)
     p_small[:, :8] = 0.0  # a margin that is surely background: outside the filtered window
     pw = np.clip(cv2.resize(p_small, (32, 24), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
-    whole = _guided_filter(smaller.astype(np.float32) / 255.0, pw, 2, eps=1e-3)  # radius: round(4 * 32 / 64) -> 2
+    whole = _guided_filter(smaller, pw, 2, eps=1e-3)  # radius: round(4 * 32 / 64) -> 2
     mean_p = _box(pw, 2)
     expected = _sdf_ramp(np.where((mean_p > 0.01) & (mean_p < 0.99), np.clip(whole, 0, 1), pw).astype(np.float32), 3.0)
     np.testing.assert_allclose(_refine_small(p_small, smaller, 24, 32), expected, atol=1e-5)
