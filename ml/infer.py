@@ -53,6 +53,25 @@ class ProbabilityHead(torch.nn.Module):
         return torch.sigmoid(self.network(images)["out"])
 
 
+#: Model-input pixels per forward pass on the CPU: 4 images at 256 px, 7 at 192, 1 at 512.
+CPU_BATCH_PIXELS = 4 * 256 * 256
+
+
+def cpu_batch_size(input_size: int) -> int:
+    """Images per forward pass on the CPU at ``input_size``: as many as keep every activation well under 64 MiB.
+
+    glibc gives each thread but the main one its own malloc arena, made of heaps of at most 64 MiB.
+    A block that does not fit in one is mapped with ``mmap`` on every allocation and unmapped on
+    every free, whatever ``mallopt`` says, so the kernel zero-fills its pages afresh each time.
+    The U-Net's widest activations are 32 channels at full input resolution, 8 MiB per image at
+    256 px. At 8 images, two 64 MiB tensors per forward pass took that path. In a lane thread,
+    8 images at 256 px page-faulted 4,100-4,300 times per image and spent 6-7 ms per image in the
+    kernel, 35-37 ms per image in all. 2 to 7 images took 29-31 ms with under 220 faults per image
+    (2026-12-03, 2-core Intel Xeon, one thread).
+    """
+    return max(1, min(16, CPU_BATCH_PIXELS // max(1, int(input_size)) ** 2))
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device holding the model's parameters (CPU for a parameterless module)."""
     parameter = next(model.parameters(), None)
@@ -64,15 +83,23 @@ def predict_probabilities(
     images: Sequence[np.ndarray],
     input_size: int,
     device: str | torch.device | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     half: bool = False,
 ) -> np.ndarray:
     """Foreground probabilities (N, input_size, input_size) float32 in [0, 1] for RGB uint8 images.
 
     ``device`` defaults to where the model already is; ``half`` uses float16 autocast on CUDA and is ignored elsewhere.
+    ``batch_size`` defaults to 16 images per forward pass on CUDA and ``cpu_batch_size(input_size)`` on the CPU.
     """
     device = model_device(model) if device is None else torch.device(device)
-    model.to(device).eval()
+    if batch_size is None:
+        batch_size = 16 if device.type == "cuda" else cpu_batch_size(input_size)
+    # only when needed: model.to(...).eval() walks every parameter and module, 2.3 ms per call
+    # for the U-Net, which ai_outputs makes for every chunk (0.6 ms per image at 4 per chunk)
+    if model_device(model) != device:
+        model.to(device)
+    if model.training:  # eval() sets every submodule; a model in eval mode is left as it is
+        model.eval()
     # CPU float16 is slower than float32 on most CPUs, so half precision is CUDA only.
     use_half = half and device.type == "cuda"
     out = np.empty((len(images), input_size, input_size), dtype=np.float32)

@@ -18,6 +18,15 @@ page-faulted it in again, about 4,500 faults and 5-8 ms of system time per image
 45 ms of CPU for the whole forward pass (2026-12-02, 2-core AMD EPYC VM, where a first touch of
 memory is expensive). At 1 GiB: 0-500 faults and under 1 ms per image.
 
+No setting here helps a block too large for a thread's heap: glibc gives every thread but the
+main one an arena made of heaps of at most 64 MiB, and maps a block that does not fit in one
+with ``mmap`` on every allocation (and unmaps it on every free), whatever the thresholds say.
+At 8 images of 256 px the U-Net made two 64 MiB tensors per forward pass; in a lane thread that
+was 4,100-4,300 page faults and 6-7 ms of kernel time per image (``strace`` showed the two maps
+and unmaps per pass), against under 220 faults at 2 to 7 images (2026-12-03, 2-core Intel Xeon).
+So CPU inference sizes its batches to keep every activation well under that
+(``ml.infer.cpu_batch_size``).
+
 The cost is memory that stays mapped after it is freed: at most ``trim_threshold_mib`` per
 malloc arena (one per thread that allocates, bounded by glibc), and never more than the
 process's own high-water mark, which it already reached. Blocks above ``mmap_threshold_mib``

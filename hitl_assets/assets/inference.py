@@ -52,11 +52,13 @@ STAGES = ("read_decode", "resize", "forward", "signals", "refine", "composite", 
 class InferenceConfig(dg.Config):
     """How ai_outputs runs the model and renders the brand composite."""
 
-    # Images per forward pass (per lane). 8, not 16: at the 256 px serving size a chunk of 16 makes
-    # activations of 64 MiB and more, which glibc maps and unmaps on every forward pass in a lane
-    # thread (a thread's malloc arena grows in 64 MiB heaps): the bare forward pass ran at 30.9
-    # img/s at 16 x 2 lanes against 40.8 at 8 x 2 lanes (2026-12-02, 2-core AMD EPYC).
-    batch_size: int = 8
+    # Images per forward pass (per lane). 0: 8 on CUDA; on the CPU as many as keep every activation
+    # well under 64 MiB (ml.infer.cpu_batch_size: 4 at the 256 px serving size, 7 at 192). Larger
+    # activations are mapped and unmapped by glibc on every forward pass in a lane thread (a
+    # thread's malloc arena grows in 64 MiB heaps): at 256 px, 8 images per pass made two 64 MiB
+    # tensors, 4,300 page faults and 6-7 ms of kernel time per image. Two lanes on 1,024 images at
+    # 256 px, without Dagster: 49-53 img/s at 4 per pass against 42-44 at 8 (2026-12-03, 2-core Intel Xeon).
+    batch_size: int = 0
     device: str = "auto"
     background_rgb: list[int] = [255, 255, 255]
     shadow_opacity: float = 0.35
@@ -346,7 +348,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     import torch
 
     from ml.data import resize_for_model
-    from ml.infer import inference_model, predict_probabilities
+    from ml.infer import cpu_batch_size, inference_model, predict_probabilities
     from ml.model import select_device
 
     started = time.perf_counter()
@@ -396,7 +398,8 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     lanes = _lane_count(config.workers)
     # Chunks of batch_size, smaller when the batch is too small to keep every lane busy (a handful
     # of 24 MP photos is mostly post-processing: it goes fastest spread over all the lanes).
-    chunk_size = max(1, min(config.batch_size, math.ceil(len(records) / lanes)))
+    batch_size = config.batch_size if config.batch_size > 0 else (8 if device.type == "cuda" else cpu_batch_size(size))
+    chunk_size = max(1, min(batch_size, math.ceil(len(records) / lanes)))
     chunks = [records[i : i + chunk_size] for i in range(0, len(records), chunk_size)]
     lanes = max(1, min(lanes, len(chunks)))
     model_threads = torch.get_num_threads()
@@ -468,6 +471,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             "calibrated": champion.calibrator is not None,
             "device": str(device),
             "lanes": lanes,
+            "images_per_forward_pass": chunk_size,
             "model_threads_per_lane": lane_threads,
             "mean_confidence": float(frame["confidence"].mean()) if len(frame) else 0.0,
             "signals": dg.MetadataValue.md(frame[list(SIGNALS)].describe().round(3).to_markdown()) if len(frame) else "none",

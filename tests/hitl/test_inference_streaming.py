@@ -73,6 +73,15 @@ def test_outputs_do_not_depend_on_chunking_or_decoding_path(object_store, model_
     assert metadata["images"] == len(SIZES) and metadata["images_per_second"] > 0
 
 
+def test_default_chunks_on_the_cpu_follow_the_cpu_batch_size(object_store, model_registry, batch_with_champion, monkeypatch):
+    # the champion serves at 64 px; a budget of two such images per forward pass
+    monkeypatch.setattr("ml.infer.CPU_BATCH_PIXELS", 2 * 64 * 64)
+    frame, metadata = _materialize(object_store, model_registry, workers=1)
+    assert len(frame) == len(SIZES) and metadata["images_per_forward_pass"] == 2
+    _, metadata = _materialize(object_store, model_registry, workers=1, batch_size=3)
+    assert metadata["images_per_forward_pass"] == 3
+
+
 def test_each_lane_holds_one_chunk_at_a_time(object_store, model_registry, batch_with_champion, monkeypatch):
     decoded, finished, most = [0], [0], [0]
     real_load, real_render = inference.load_rgb, inference.render_outputs
