@@ -87,3 +87,15 @@ def test_summary_shows_a_ratio_just_under_the_goal_as_under_it(tmp_path):
     }))
     [ratio] = [text for text in load_summary().summary(tmp_path).splitlines() if "ratio" in text]
     assert "0.796" in ratio and "0.80 " not in ratio and ratio.rstrip().endswith(">= 0.8: NOT met")
+
+
+def test_summary_lists_each_pairs_ratio_beside_the_ratio_of_the_fastest_runs(tmp_path):
+    (tmp_path / "pipeline.json").write_text(json.dumps({
+        "images": 1024, "device": "cpu", "bare_forward_ips": 55.8, "pipeline_ips": 47.2, "ratio": 0.8459, "peak_rss_mib": 2400.0,
+        "pair_ratios": [0.845, 0.602, 0.81, 0.79], "ratio_median_pair": 0.8,
+    }))
+    lines = load_summary().summary(tmp_path).splitlines()
+    [pairs] = [text for text in lines if "each (bare, ai_outputs) pair" in text]
+    assert "0.845, 0.602, 0.810, 0.790" in pairs and "median 0.800" in pairs
+    [ratio] = [text for text in lines if ">= 0.8" in text]
+    assert "0.846" in ratio and ratio.rstrip().endswith(">= 0.8: met")
