@@ -37,9 +37,9 @@ The forward pass costs the same whatever the weights, but a random network's pro
 near 0.5 everywhere, so every pixel is "edge" and post-processing costs more than on real masks
 (the report's ``champion`` says which was used). Writes ``$HITL_HOME/bench/pipeline.json``.
 
-    .venv/bin/python benchmarks/pipeline.py            # full run (about 14 minutes on 2 cores)
+    .venv/bin/python benchmarks/pipeline.py            # full run (about 10-12 minutes on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
-    .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the ratio only (about 10 minutes)
+    .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the ratio only (about 8-10 minutes)
     .venv/bin/python benchmarks/pipeline.py --architecture lraspp_mobilenet_v3_large   # another network
 """
 
