@@ -61,6 +61,9 @@ _BRIGHT_SHARE = 0.25
 _REFINE_RADIUS_MODEL_PX = 4.0
 #: Width, in working-resolution pixels, of the alpha ramp before the final upsampling.
 _WORK_RAMP = 3.0
+#: Whether the fast (subsampled) guided filter runs on a window around the edge zone rather than
+#: the whole photo: the same values, in about half the time on the synthetic catalog (a test compares the two).
+_WINDOW_FAST_FILTER = True
 #: Sigma, in pixels of the grid it is computed on, of the drop shadow's blur.
 _SHADOW_SIGMA_PX = 2.0
 
@@ -274,6 +277,16 @@ def _refine_small(p: np.ndarray, small_image: np.ndarray | None, work_h: int, wo
                 # the box around the edge zone, grown by that much, gives the same values there
                 pad = 2 * radius + 1
                 window = np.s_[max(0, y - pad) : min(work_h, y + h + pad), max(0, x - pad) : min(work_w, x + w + pad)]
+            elif _WINDOW_FAST_FILTER and work_h % subsample == 0 and work_w % subsample == 0:
+                # the fast filter's answer depends on the coefficients within 2 * r_lo + 1 coarse
+                # pixels (two box filters, then the bilinear upsampling), so the same box grown by
+                # that much, its corners on the coarse grid, gives the same values there (on the
+                # synthetic catalog at 256 px the window is about half the photo)
+                pad = subsample * (2 * max(1, round(radius / subsample)) + 2)
+                y0, x0 = max(0, y - pad) // subsample * subsample, max(0, x - pad) // subsample * subsample
+                y1 = min(work_h, -(-(y + h + pad) // subsample) * subsample)
+                x1 = min(work_w, -(-(x + w + pad) // subsample) * subsample)
+                window = np.s_[y0:y1, x0:x1]
             q = _guided_filter(small_image[window], np.ascontiguousarray(pw[window]), radius, eps=1e-3, subsample=subsample)
             # OpenCV's masked copy, in place (a window is a view of pw): numpy's copyto with a
             # where= mask took 0.3 ms at 256 px, this 0.01 ms

@@ -424,6 +424,31 @@ def test_edge_refinement_filters_only_around_the_edge_with_the_same_result():
     np.testing.assert_allclose(_refine_small(p_small, smaller, 24, 32), expected, atol=1e-5)
 
 
+def test_the_fast_guided_filter_on_a_window_around_the_edge_gives_the_outputs_of_the_whole_photo(monkeypatch):
+    """At the model's resolution the subsampled filter runs on the box around the edge, on the coarse grid, grown by its reach."""
+    import ml.postprocess as pp
+
+    shapes = []
+    real = pp._guided_filter
+    monkeypatch.setattr(pp, "_guided_filter", lambda guide, *a, **k: shapes.append(guide.shape[:2]) or real(guide, *a, **k))
+    rng = np.random.default_rng(3)
+    for size, (y, x) in [((256, 256), (70, 90)), ((192, 256), (0, 10)), ((256, 320), (150, 200))]:
+        img, mask, _ = product_scene(96, 80)
+        photo = np.full((*size, 3), 236, np.uint8)
+        photo[y : y + 96, x : x + 80] = img  # a small product, at an edge of the frame or inside it
+        photo = np.clip(photo.astype(np.int16) + rng.integers(-10, 11, photo.shape), 0, 255).astype(np.uint8)
+        truth = np.zeros(size, np.float32)
+        truth[y : y + 96, x : x + 80] = mask / 255.0
+        prob = np.roll(cv2.GaussianBlur(cv2.resize(truth, (256, 256), interpolation=cv2.INTER_AREA), (0, 0), 1.5), 1, axis=1)
+        monkeypatch.setattr(pp, "_WINDOW_FAST_FILTER", True)
+        windowed = postprocess(photo, prob)
+        monkeypatch.setattr(pp, "_WINDOW_FAST_FILTER", False)
+        whole = postprocess(photo, prob)
+        for field in ("alpha", "mask", "composite", "cutout"):
+            assert np.array_equal(getattr(windowed, field), getattr(whole, field)), (size, field)
+        assert shapes[-1] == size and shapes[-2][0] * shapes[-2][1] < 0.5 * size[0] * size[1]  # the window: under half the photo
+
+
 def test_colour_reference_quantiles_from_histograms_match_numpy():
     """The background reference reads its quantiles off 256-bin histograms; they equal numpy's (linear interpolation)."""
     from ml.postprocess import _quantile_from_histogram
