@@ -263,6 +263,10 @@ def phase_pipeline(params: dict) -> dict:
     from resources import ParquetIOManager
 
     store, registry = _stores(Path(params["work"]))
+    # Every run writes its outputs as new files, as a nightly batch of new images does: without
+    # this, each run after the first would overwrite the one before's (on ext4 a replaced file
+    # also frees the old one's blocks), and the runs of one benchmark would not measure the same work.
+    shutil.rmtree(Path(params["work"]) / "objects" / "outputs", ignore_errors=True)
     device = select_device("auto")
     # The model resident before the run, as in a long-lived code server: memory "beyond the model" is measured from here.
     champion = registry.load_champion(device=str(device))
