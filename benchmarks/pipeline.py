@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
     ratio = pipe["ips"] / bare["ips"]
+    pair_ratios = [p["ips"] / b["ips"] for b, p in zip(bare_runs, pipe_runs)]
     report = {
         "images": pipe["images"],
         "input_size": setup["input_size"],
@@ -408,8 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
         "pipeline_ips_runs": [r["ips"] for r in pipe_runs],
         "ratio": ratio,
         # each pair's own ratio (its bare pass, then its ai_outputs run): their spread is the machine's noise
-        "pair_ratios": [p["ips"] / b["ips"] for b, p in zip(bare_runs, pipe_runs)],
-        "ratio_median_pair": statistics.median(p["ips"] / b["ips"] for b, p in zip(bare_runs, pipe_runs)),
+        "pair_ratios": pair_ratios,
+        "ratio_median_pair": statistics.median(pair_ratios),
         # CPU time the hypervisor gave other guests during each pair's bare and ai_outputs runs (/proc/stat "steal")
         "steal_seconds_runs": [[round(b, 2), round(p, 2)] for b, p in steal],
         "pipeline_seconds": pipe["seconds"],

@@ -278,10 +278,11 @@ def _refine_small(p: np.ndarray, small_image: np.ndarray | None, work_h: int, wo
                 pad = 2 * radius + 1
                 window = np.s_[max(0, y - pad) : min(work_h, y + h + pad), max(0, x - pad) : min(work_w, x + w + pad)]
             elif _WINDOW_FAST_FILTER and work_h % subsample == 0 and work_w % subsample == 0:
-                # the fast filter's answer depends on the coefficients within 2 * r_lo + 1 coarse
-                # pixels (two box filters, then the bilinear upsampling), so the same box grown by
-                # that much, its corners on the coarse grid, gives the same values there (on the
-                # synthetic catalog at 256 px the window is about half the photo)
+                # the fast filter's answer at a pixel depends on the coarse grid within 2 * r_lo
+                # (two box filters of radius r_lo) plus one pixel (the bilinear upsampling), so the
+                # box around the edge zone grown by 2 * r_lo + 2 coarse pixels, its corners on the
+                # coarse grid, gives the same values there (on the synthetic catalog at 256 px the
+                # window is about half the photo)
                 pad = subsample * (2 * max(1, round(radius / subsample)) + 2)
                 y0, x0 = max(0, y - pad) // subsample * subsample, max(0, x - pad) // subsample * subsample
                 y1 = min(work_h, -(-(y + h + pad) // subsample) * subsample)

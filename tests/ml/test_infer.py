@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ml.infer import cpu_batch_size, inference_model, predict_probabilities
+from ml.infer import cpu_batch_size, inference_model, model_device, predict_probabilities
 from ml.model import ARCHITECTURES, build_model
 
 
@@ -50,8 +51,6 @@ def test_predict_probabilities_defaults_to_the_cpu_batch_size(monkeypatch):
     seen = []
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda x: seen.append(len(x)) or forward(x))
-    import numpy as np
-
     images = [np.full((40, 40, 3), 128, np.uint8)] * 5
     monkeypatch.setattr("ml.infer.CPU_BATCH_PIXELS", 2 * 32 * 32)
     assert predict_probabilities(model, images, input_size=32).shape == (5, 32, 32)
@@ -60,11 +59,10 @@ def test_predict_probabilities_defaults_to_the_cpu_batch_size(monkeypatch):
 
 def test_predict_probabilities_puts_a_training_model_in_eval_mode_and_leaves_it_on_its_device():
     torch.manual_seed(0)
-    import numpy as np
-
     model = build_model().train()
     images = [np.full((40, 40, 3), 128, np.uint8)] * 2
     first = predict_probabilities(model, images, input_size=32)
     assert not model.training and all(not m.training for m in model.modules())
+    assert model_device(model) == torch.device("cpu")
     # in eval mode BatchNorm uses its running statistics: the same answer each time
     np.testing.assert_array_equal(predict_probabilities(model, images, input_size=32), first)
