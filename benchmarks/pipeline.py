@@ -91,6 +91,7 @@ def phase_setup(params: dict) -> dict:
 
     from hitl_assets.assets.training import TrainingConfig
     from ml.imageio import encode_jpeg
+    from ml.infer import cpu_batch_size
     from ml.model import architecture_of, build_model
     from ml.synthetic import generate_item
     from resources.tables import write_table
@@ -157,7 +158,7 @@ def phase_setup(params: dict) -> dict:
         large.append((f"large-{i:02d}.jpg", encode_jpeg(image, quality=90), width, height))
         del image, noise
     manifest(large, "large")
-    return {"input_size": size, "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+    return {"input_size": size, "cpu_batch_size": cpu_batch_size(size), "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
 
 
 def _trained_champion(home: str | None):
@@ -356,10 +357,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
         setup = run_phase(SCRIPT, "setup", {**base, "images": n_images, "large": n_large, "stream": stream})
-        from ml.infer import cpu_batch_size
-
-        # ai_outputs' own choice on the CPU (4 at 256 px) and the sizes around it
-        sizes = sorted({cpu_batch_size(setup["input_size"]), 4, 8, 16})
+        # ai_outputs' own choice on the CPU (4 at 256 px; from the set-up child, so that this
+        # process does not import torch) and the sizes around it
+        sizes = sorted({setup["cpu_batch_size"], 4, 8, 16})
         bare_params = {**base, "batch": "small", "batch_sizes": sizes, "repeats": 1}
         bare_runs, pipe_runs, steal = [], [], []
         for pair in range(pairs):
