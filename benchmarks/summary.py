@@ -46,7 +46,7 @@ def pipeline_rows(r: dict) -> list[list]:
         rows.append(["pipeline", f"streaming {s['images']:,} images, peak RSS", f"{s['peak_rss_mib']:.0f} MiB", ""])
     if len(streaming) >= 2:
         growth = streaming[-1]["peak_rss_mib"] - streaming[0]["peak_rss_mib"]
-        rows[-1][3] = f"flat (+{growth:.0f} MiB): {_ok(growth < 0.1 * streaming[0]['peak_rss_mib'])}"
+        rows[-1][3] = f"flat ({growth:+.0f} MiB): {_ok(growth < 0.1 * streaming[0]['peak_rss_mib'])}"
     return rows
 
 

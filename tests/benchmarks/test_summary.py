@@ -99,3 +99,12 @@ def test_summary_lists_each_pairs_ratio_beside_the_ratio_of_the_fastest_runs(tmp
     assert "0.845, 0.602, 0.810, 0.790" in pairs and "median 0.800" in pairs
     [ratio] = [text for text in lines if ">= 0.8" in text]
     assert "0.846" in ratio and ratio.rstrip().endswith(">= 0.8: met")
+
+
+def test_summary_signs_the_streaming_memory_growth_whichever_way_it_went(tmp_path):
+    base = {"images": 1024, "device": "cpu", "bare_forward_ips": 73.3, "pipeline_ips": 57.8, "ratio": 0.788, "peak_rss_mib": 1460.0}
+    for (small, large), shown in [((1564.0, 1536.0), "flat (-28 MiB): met"), ((1443.0, 1542.0), "flat (+99 MiB): met")]:
+        streaming = [{"images": 500, "peak_rss_mib": small}, {"images": 5000, "peak_rss_mib": large}]
+        (tmp_path / "pipeline.json").write_text(json.dumps({**base, "streaming": streaming}))
+        [row] = [text for text in load_summary().summary(tmp_path).splitlines() if "streaming 5,000" in text]
+        assert row.rstrip().endswith(shown), row
