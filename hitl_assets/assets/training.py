@@ -85,6 +85,9 @@ class TrainingConfig(dg.Config):
     # 256 s per epoch per 1,000 images at 256 px without them, 176 s with both.
     channels_last: bool = True
     loader_workers: int = 2
+    # Automatic mixed precision (ml.train.TrainConfig.mixed_precision): "auto" trains in float16
+    # with loss scaling on CUDA and in float32 on the CPU; "off", "float16" or "bfloat16" to force.
+    mixed_precision: str = "auto"
 
     def serving_size(self) -> int:
         """The square input, in pixels, the trained model is registered to serve at."""
@@ -203,7 +206,7 @@ def segmentation_model(
     from ml.data import SegmentationSamples
     from ml.evaluate import evaluate_model
     from ml.model import architecture_of, build_model, select_device
-    from ml.train import EpochStats, TrainConfig, fit, seed_everything
+    from ml.train import EpochStats, TrainConfig, autocast_dtype, fit, seed_everything
 
     seed_everything(config.seed)
     device = select_device(config.device)
@@ -244,8 +247,9 @@ def segmentation_model(
         input_size=config.input_size, batch_size=config.batch_size, max_epochs=config.max_epochs, learning_rate=learning_rate,
         patience=config.patience, max_seconds=budget, seed=config.seed, device=str(device),
         lr_schedule=config.lr_schedule, boundary_weight=config.boundary_weight,
-        channels_last=config.channels_last, num_workers=config.loader_workers,
+        channels_last=config.channels_last, num_workers=config.loader_workers, mixed_precision=config.mixed_precision,
     )
+    amp_dtype = autocast_dtype(config.mixed_precision, device)
     model_registry.activate()
     with mlflow.start_run(run_name=f"{mode}-{dataset_version}") as run:
         mlflow.set_tags({"hitl.mode": mode, "hitl.dataset_version": dataset_version, "hitl.parent_version": champion.version if champion else "none", "hitl.dagster_run_id": context.run_id})
@@ -257,6 +261,7 @@ def segmentation_model(
             "dataset_version": dataset_version, "parent_version": champion.version if champion else "none", "device": str(device),
             "promotion_margin": config.promotion_margin, "category_regression_tolerance": config.category_regression_tolerance,
             "channels_last": config.channels_last, "loader_workers": config.loader_workers,
+            "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else "off",
         })
         if len(correction_dataset):
             dataset = mlflow.data.from_pandas(

@@ -97,7 +97,7 @@ def test_ingest_without_a_champion_fails_clearly(tmp_path, runner, hitl_resource
 
 def test_the_nightly_default_bootstraps_the_unet_and_the_pipeline_runs_on_it(tmp_path, hitl_resources, instance):
     """Without the demo's architecture, loading and serving settings the bootstrap builds TrainingConfig's default
-    network, trains it channels_last with DataLoader workers, registers it to serve at 4/3 of its training size,
+    network, trains it channels_last with DataLoader workers (and no mixed precision on the CPU), registers it to serve at 4/3 of its training size,
     and every asset serves it at that size."""
     config = demo_training_config(fast=True)
     for nightly_default in ("architecture", "channels_last", "loader_workers", "inference_scale"):
@@ -109,6 +109,8 @@ def test_the_nightly_default_bootstraps_the_unet_and_the_pipeline_runs_on_it(tmp
     assert champion.model.architecture == UNET == TrainingConfig().architecture
     bootstrap = mlflow.get_run(champion.run_id).data.params
     assert (bootstrap["channels_last"], bootstrap["loader_workers"]) == ("True", "2")
+    # mixed precision "auto": float16 on CUDA only, so this CPU run trained in float32 and says so
+    assert bootstrap["mixed_precision"] == "off"
     trained_at = config["ops"]["segmentation_model"]["config"]["input_size"]
     assert champion.input_size == round(trained_at * 4 / 3) == int(bootstrap["inference_size"]) > trained_at
     assert registry.client().get_model_version(registry.model_name, champion.version).tags["train_input_size"] == str(trained_at)
