@@ -259,3 +259,41 @@ def test_stage_timer_sums_from_threads():
         list(pool.map(lambda _: timer.add("forward", 0.5), range(8)))
     timer.merge({"refine": 1.0, "custom": 2.0})
     assert timer.seconds["forward"] == pytest.approx(4.0) and timer.seconds["refine"] == 1.0 and timer.seconds["custom"] == 2.0
+
+
+def test_a_compiled_model_gives_the_same_outputs(object_store, model_registry, batch_with_champion):
+    """compile_model "on": Inductor serves the full chunks (the last, partial one runs uncompiled), with the masks and signals of eager."""
+    runs = {}
+    for mode in ("off", "on"):
+        frame, metadata = _materialize(object_store, model_registry, batch_size=2, workers=2, compile_model=mode)
+        masks = [decode_mask(object_store.get_bytes(key)) for key in frame["mask_key"]]  # the next run writes the same keys
+        runs[mode] = (frame, metadata, masks)
+    (eager, eager_meta, eager_masks), (compiled, meta, masks) = runs["off"], runs["on"]
+    assert meta["compiled"] is True and meta["compile_seconds"] > 0
+    assert eager_meta["compiled"] is False and eager_meta["compile_seconds"] == 0
+    for a, b in zip(eager_masks, masks):
+        assert a.shape == b.shape and np.mean(a != b) < 0.005
+    for signal in ("confidence", "boundary_uncertainty", "mask_area_fraction"):
+        np.testing.assert_allclose(compiled[signal], eager[signal], atol=2e-3)
+
+
+def test_auto_compiles_large_runs_and_a_failed_compile_runs_uncompiled(object_store, model_registry, batch_with_champion, monkeypatch):
+    import ml.infer
+
+    calls = []
+
+    def no_compiler(model, input_size, batch_size):
+        calls.append((input_size, batch_size))
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(ml.infer, "compile_for_cpu", no_compiler)
+    frame, metadata = _materialize(object_store, model_registry, batch_size=2, workers=2, compile_min_images=len(SIZES) + 1)
+    assert calls == [] and metadata["compiled"] is False  # auto, and fewer images than compile_min_images
+    frame, metadata = _materialize(object_store, model_registry, batch_size=2, workers=2, compile_min_images=len(SIZES))
+    assert calls == [(64, 2)] and metadata["compiled"] is False
+    assert len(frame) == len(SIZES) and all(object_store.exists(key) for key in frame["mask_key"])
+
+
+def test_compile_model_must_be_auto_on_or_off(object_store, model_registry, batch_with_champion):
+    with pytest.raises(dg.Failure, match="compile_model"):
+        _materialize(object_store, model_registry, compile_model="yes")
