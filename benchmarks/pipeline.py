@@ -26,6 +26,12 @@ side only. Every run's figures, each pair's own ratio, their median and the CPU 
 hypervisor stole during each run are reported too, and CPU seconds per image beside wall seconds
 because they are less sensitive to other load.
 
+All of those runs use the eager model (``compile_model`` "off"). After them ``--compiled`` pairs
+(1 by default) run both sides with the model compiled by Inductor (``ml.infer.compile_for_cpu``,
+as ai_outputs' ``compile_model`` "on" does): the report's ``compiled`` gives their images per
+second, the seconds spent compiling, the steady-state speed-up over eager and the batch size
+from which compiling pays for itself.
+
 The champion is registered in a temporary MLflow registry. By default it is the trained champion
 of the learning curve's home (``benchmarks/learning_curve.py --nightly``) when that is the network
 the nightly retraining builds: its masks are what post-processing meets on a real catalog.
@@ -37,7 +43,7 @@ The forward pass costs the same whatever the weights, but a random network's pro
 near 0.5 everywhere, so every pixel is "edge" and post-processing costs more than on real masks
 (the report's ``champion`` says which was used). Writes ``$HITL_HOME/bench/pipeline.json``.
 
-    .venv/bin/python benchmarks/pipeline.py            # full run (about 10-12 minutes on 2 cores)
+    .venv/bin/python benchmarks/pipeline.py            # full run (about 11-13 minutes on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
     .venv/bin/python benchmarks/pipeline.py --large 0 --stream ''   # the ratio only (about 8-10 minutes)
     .venv/bin/python benchmarks/pipeline.py --architecture lraspp_mobilenet_v3_large   # another network
@@ -210,7 +216,7 @@ def phase_bare(params: dict) -> dict:
     from hitl_assets.assets.inference import _lane_count
     from ml.data import resize_for_model, to_tensor_batch
     from ml.imageio import load_rgb
-    from ml.infer import inference_model
+    from ml.infer import compile_for_cpu, inference_model
     from ml.model import select_device
     from ml.runtime import keep_freed_memory
     from resources.tables import read_table
@@ -229,11 +235,18 @@ def phase_bare(params: dict) -> dict:
     layouts = params.get("lanes") or sorted({1, _lane_count(0)})
     results = {}
     for batch_size in [b for b in params["batch_sizes"] if b <= n] or [n]:
-        batches = [to_tensor_batch(images[i : i + batch_size]) for i in range(0, n, batch_size)]
+        # made under inference mode, as ai_outputs makes them (a compiled model is guarded on it)
+        with torch.inference_mode():
+            batches = [to_tensor_batch(images[i : i + batch_size]) for i in range(0, n, batch_size)]
         if device.type == "cuda":
             batches = [b.pin_memory() for b in batches]
         for lanes in layouts:
             lane_threads = max(1, threads // lanes) if device.type == "cpu" else threads
+            net = model
+            if params.get("compiled"):  # as ai_outputs compiles it (compile_model "on"), for this batch size
+                torch.set_num_threads(lane_threads)
+                net = compile_for_cpu(model, size, batch_size)
+                torch.set_num_threads(threads)
 
             def run(lane: int, lanes: int = lanes, lane_threads: int = lane_threads) -> None:
                 torch.set_num_threads(lane_threads)
@@ -241,7 +254,8 @@ def phase_bare(params: dict) -> dict:
                     for b in batches[lane::lanes]:
                         x = b.to(device, non_blocking=True)
                         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
-                            out = model(x)["out"]
+                            # a compiled model takes only its own batch shape: the last, smaller batch runs eager, as in ai_outputs
+                            out = (net if len(b) == batch_size else model)(x)["out"]
                         out.float().cpu()
 
             def run_lanes(lanes: int = lanes) -> None:
@@ -253,7 +267,7 @@ def phase_bare(params: dict) -> dict:
 
             with torch.inference_mode():  # warm-up (allocator, kernels)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
-                    model(batches[0].to(device))["out"].float().cpu()
+                    net(batches[0].to(device))["out"].float().cpu()
             best_wall, best_cpu = float("inf"), float("inf")
             for _ in range(params["repeats"]):
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -295,6 +309,8 @@ def phase_pipeline(params: dict) -> dict:
     resources = {"object_store": store, "model_registry": registry, "io_manager": ParquetIOManager(object_store=store)}
     # without a batch_size, ai_outputs runs with its own default (InferenceConfig)
     op_config = {"batch_size": params["batch_size"]} if "batch_size" in params else {}
+    if params.get("compile_model"):
+        op_config["compile_model"] = params["compile_model"]
     config = {"ops": {"ai_outputs": {"config": op_config}}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(batches.name, [batch])
@@ -313,6 +329,7 @@ def phase_pipeline(params: dict) -> dict:
     return {
         "images": images, "seconds": wall, "ips": images / wall, "cpu_seconds_per_image": cpu / images,
         "asset_seconds": float(metadata["seconds"]), "model_load_seconds": float(metadata["model_load_seconds"]),
+        "compiled": bool(metadata["compiled"]), "compile_seconds": float(metadata["compile_seconds"]),
         "stage_seconds": metadata["stage_seconds"], "device": metadata["device"],
         "peak_rss_mib": peak, "baseline_rss_mib": baseline, "beyond_model_mib": peak - baseline,
     }
@@ -344,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--large", type=int, help="6000x4000 photos (default 8)")
     parser.add_argument("--stream", type=str, help="comma-separated batch sizes for the streaming-memory run (default 500,5000; '' skips it)")
     parser.add_argument("--pairs", type=int, help="alternating (bare, ai_outputs) pairs of runs on the same batch, the fastest of each side kept (default 4)")
+    parser.add_argument("--compiled", type=int, help="(bare, ai_outputs) pairs with the model compiled by Inductor (compile_model 'on'), after the eager ones (default 1; 0 skips)")
     parser.add_argument("--architecture", help="network of a randomly initialised benchmark champion (default: the nightly retraining's, TrainingConfig().architecture); implies --champion-home ''")
     parser.add_argument("--champion-home", help="HITL home whose champion is benchmarked, whatever its network (default: the learning curve's, $HITL_HOME/bench/learning_curve_home, when it holds the nightly network; '' for random weights)")
     parser.add_argument("--input-size", type=int, help="serve the champion at this many pixels instead of the size it is registered to serve at")
@@ -362,6 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_images = args.images or (32 if quick else 1024)
     n_large = args.large if args.large is not None else (1 if quick else 8)
     pairs = max(1, args.pairs if args.pairs is not None else (1 if quick else 4))
+    compiled_pairs = max(0, args.compiled if args.compiled is not None else (0 if quick else 1))
     stream = [int(s) for s in (("40,160" if quick else "500,5000") if args.stream is None else args.stream).split(",") if s]
     out_path = args.out or bench_dir() / "pipeline.json"
     work = bench_dir() / "pipeline_work"
@@ -393,20 +412,28 @@ def main(argv: list[str] | None = None) -> dict:
                 bare_runs.append(run_phase(SCRIPT, "bare", {**bare_params, **best}))
             middle = _steal_seconds()
             log("ai_outputs through Dagster" + again)
-            pipe_runs.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": bare_runs[0]["best_batch_size"]}))
+            # eager, whatever the batch's size: the compiled model is measured on its own below
+            pipe_runs.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": bare_runs[0]["best_batch_size"], "compile_model": "off"}))
             steal.append((middle - before, _steal_seconds() - middle))
         bare_before = bare_runs[0]
         bare = max(bare_runs, key=lambda r: r["ips"])
         pipe = max(pipe_runs, key=lambda r: r["ips"])
+        compiled_bare, compiled_pipe = [], []
+        best = {"batch_sizes": [bare_before["best_batch_size"]], "lanes": [bare_before["best_lanes"]]}
+        for pair in range(compiled_pairs):
+            log(f"compiled model (Inductor): bare forward pass, then ai_outputs (pair {pair + 1} of {compiled_pairs})")
+            compiled_bare.append(run_phase(SCRIPT, "bare", {**bare_params, **best, "compiled": True}))
+            compiled_pipe.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": bare_before["best_batch_size"], "compile_model": "on"}))
         large = None
         if n_large:
             log(f"ai_outputs on {n_large} photos of {LARGE_SIZE[0]}x{LARGE_SIZE[1]}")
             # ai_outputs' default chunking: a handful of large photos is spread over every lane
-            large = run_phase(SCRIPT, "pipeline", {**base, "batch": "large"})
+            large = run_phase(SCRIPT, "pipeline", {**base, "batch": "large", "compile_model": "off"})
         streaming = []
         for n in stream:
             log(f"streaming: ai_outputs on {n} images")
-            r = run_phase(SCRIPT, "pipeline", {**base, "batch": f"stream-{n}", "batch_size": bare_before["best_batch_size"]})
+            # eager at every size: "auto" would compile the larger batches only, and memory is compared like for like
+            r = run_phase(SCRIPT, "pipeline", {**base, "batch": f"stream-{n}", "batch_size": bare_before["best_batch_size"], "compile_model": "off"})
             streaming.append({"images": n, "peak_rss_mib": r["peak_rss_mib"], "beyond_model_mib": r["beyond_model_mib"],
                               "seconds": r["seconds"], "ips": r["ips"]})
     finally:
@@ -447,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict:
         "large_image_beyond_model_mib": large["beyond_model_mib"] if large else None,
         "large_image_mean_jpeg_mib": setup["large_mean_bytes"] / 2**20,
         "streaming": streaming,
+        "compiled": _compiled_report(compiled_bare, compiled_pipe, pipe) if compiled_pipe else None,
         "device": pipe["device"],
         "machine": machine(),
         "quick": quick,
@@ -457,6 +485,31 @@ def main(argv: list[str] | None = None) -> dict:
     print(summary_table(report))
     print(f"[pipeline] wrote {out_path}")
     return report
+
+
+def _steady_ips(run: dict) -> float:
+    """Images per second of an ai_outputs run without its fixed costs (Dagster, loading and compiling the model)."""
+    return run["images"] / (run["asset_seconds"] - run["model_load_seconds"] - run.get("compile_seconds", 0.0))
+
+
+def _compiled_report(bare_runs: list[dict], pipe_runs: list[dict], eager_pipe: dict) -> dict:
+    """The compiled model's figures, and from how many images on compiling pays for itself."""
+    bare = max(bare_runs, key=lambda r: r["ips"])
+    pipe = max(pipe_runs, key=_steady_ips)
+    steady, eager_steady = _steady_ips(pipe), _steady_ips(eager_pipe)
+    saved_per_image = 1 / eager_steady - 1 / steady
+    return {
+        "bare_forward_ips": bare["ips"],
+        "pipeline_ips": pipe["ips"],  # end to end, compiling included
+        "pipeline_steady_ips": steady,
+        "ratio_steady": steady / bare["ips"],
+        "compile_seconds": pipe["compile_seconds"],
+        "compiled": pipe["compiled"],
+        "peak_rss_mib": pipe["peak_rss_mib"],
+        "speedup_steady": steady / eager_steady,
+        # images after which a compiled run has caught up with an eager one
+        "break_even_images": pipe["compile_seconds"] / saved_per_image if saved_per_image > 0 else None,
+    }
 
 
 def summary_table(r: dict) -> str:
@@ -472,6 +525,15 @@ def summary_table(r: dict) -> str:
         rows.append(["6000x4000 photo", f"{r['large_image_seconds']:.2f} s", f"peak RSS {r['large_image_peak_rss_mib']:.0f} MiB, {r['large_image_beyond_model_mib']:.0f} MiB beyond the model"])
     for s in r["streaming"]:
         rows.append([f"streaming {s['images']} images", f"{s['peak_rss_mib']:.0f} MiB", f"{s['ips']:.1f} img/s"])
+    c = r.get("compiled")
+    if c:
+        even = f"; pays off from {c['break_even_images']:,.0f} images" if c.get("break_even_images") else ""
+        rows += [
+            ["compiled: bare forward", f"{c['bare_forward_ips']:.1f} img/s", "Inductor, weights frozen (compile_model 'on')"],
+            ["compiled: ai_outputs, steady", f"{c['pipeline_steady_ips']:.1f} img/s",
+             f"{c['speedup_steady']:.2f}x eager, ratio {c['ratio_steady']:.3f}; end to end {c['pipeline_ips']:.1f} img/s after {c['compile_seconds']:.1f} s compiling{even}"],
+            ["compiled: peak RSS", f"{c['peak_rss_mib']:.0f} MiB", ""],
+        ]
     return table(rows, ["pipeline", "value", "notes"])
 
 

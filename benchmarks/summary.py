@@ -47,6 +47,15 @@ def pipeline_rows(r: dict) -> list[list]:
     if len(streaming) >= 2:
         growth = streaming[-1]["peak_rss_mib"] - streaming[0]["peak_rss_mib"]
         rows[-1][3] = f"flat ({growth:+.0f} MiB): {_ok(growth < 0.1 * streaming[0]['peak_rss_mib'])}"
+    c = r.get("compiled")
+    if c:  # the model compiled by Inductor (compile_model "on"), beside the eager figures above
+        even = f", pays off from {c['break_even_images']:,.0f} images" if c.get("break_even_images") else ""
+        rows += [
+            ["pipeline", "compiled model: bare forward", f"{c['bare_forward_ips']:.1f} img/s", ""],
+            ["pipeline", f"compiled model: ai_outputs steady state ({c['speedup_steady']:.2f}x eager), ratio {c['ratio_steady']:.3f}",
+             f"{c['pipeline_steady_ips']:.1f} img/s", ""],
+            ["pipeline", f"compiled model: compiling{even}", f"{c['compile_seconds']:.1f} s", ""],
+        ]
     return rows
 
 

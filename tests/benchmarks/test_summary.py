@@ -108,3 +108,20 @@ def test_summary_signs_the_streaming_memory_growth_whichever_way_it_went(tmp_pat
         (tmp_path / "pipeline.json").write_text(json.dumps({**base, "streaming": streaming}))
         [row] = [text for text in load_summary().summary(tmp_path).splitlines() if "streaming 5,000" in text]
         assert row.rstrip().endswith(shown), row
+
+
+def test_summary_gives_the_compiled_model_beside_the_eager_figures(tmp_path):
+    base = {"images": 1024, "device": "cpu", "bare_forward_ips": 69.5, "pipeline_ips": 55.1, "ratio": 0.794, "peak_rss_mib": 1430.0}
+    compiled = {"bare_forward_ips": 104.0, "pipeline_ips": 35.4, "pipeline_steady_ips": 70.8, "ratio_steady": 0.681, "compile_seconds": 13.8,
+                "compiled": True, "peak_rss_mib": 1448.0, "speedup_steady": 1.372, "break_even_images": 2623.4}
+    (tmp_path / "pipeline.json").write_text(json.dumps({**base, "compiled": compiled}))
+    lines = load_summary().summary(tmp_path).splitlines()
+    [ratio] = [text for text in lines if ">= 0.8" in text]
+    assert "0.794" in ratio  # the goal is judged on the eager runs
+    [bare] = [text for text in lines if "compiled model: bare forward" in text]
+    [steady] = [text for text in lines if "compiled model: ai_outputs" in text]
+    [compiling] = [text for text in lines if "compiled model: compiling" in text]
+    assert "104.0 img/s" in bare and "70.8 img/s" in steady and "1.37x eager" in steady and "ratio 0.681" in steady
+    assert "13.8 s" in compiling and "pays off from 2,623 images" in compiling
+    (tmp_path / "pipeline.json").write_text(json.dumps(base))  # an older file, or --compiled 0
+    assert "compiled" not in load_summary().summary(tmp_path)
