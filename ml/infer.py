@@ -49,9 +49,8 @@ def compile_for_cpu(model: torch.nn.Module, input_size: int, batch_size: int) ->
     lets it lay out the convolution weights for oneDNN once and fuse each convolution with its
     activation; elementwise operations are fused into generated C++ loops. On the project's 2-core
     Intel Xeon the U-Net's forward pass at 4 x 256 px ran 1.6-1.7x faster, two lanes side by side
-    (2026-12-03), with logits within 5e-5 of eager. Compiling takes 12-25 s on 2 cores (less when
-    Inductor's on-disk cache already holds the kernels), so it pays off only over thousands of
-    images. The model is compiled and run once here, on zeros made under ``torch.inference_mode``.
+    (2026-12-03), with logits within 5e-5 of eager. Compiling took 25 s on 2 cores with Inductor's
+    on-disk cache empty and 12-19 s with it warm, so it pays off only over thousands of images. The model is compiled and run once here, on zeros made under ``torch.inference_mode``.
     Only batches like them use the compiled code: of exactly this shape, and themselves made under
     ``torch.inference_mode`` (as ``predict_probabilities`` makes them). Any other batch fails
     Dynamo's guards and compiles again, without freezing (a tensor made outside inference mode
