@@ -244,9 +244,7 @@ def phase_bare(params: dict) -> dict:
             lane_threads = max(1, threads // lanes) if device.type == "cpu" else threads
             net = model
             if params.get("compiled"):  # as ai_outputs compiles it (compile_model "on"), for this batch size
-                torch.set_num_threads(lane_threads)
-                net = compile_for_cpu(model, size, batch_size)
-                torch.set_num_threads(threads)
+                net = compile_for_cpu(model, size, batch_size, threads=lane_threads)
 
             def run(lane: int, lanes: int = lanes, lane_threads: int = lane_threads) -> None:
                 torch.set_num_threads(lane_threads)

@@ -48,7 +48,7 @@ def phase_epoch(params: dict) -> dict:
     from ml.data import SegmentationSamples
     from ml.model import build_model, select_device
     from ml.synthetic import generate_catalog
-    from ml.train import autocast_dtype, seed_everything, train_one_epoch
+    from ml.train import autocast_dtype, loss_scaler, seed_everything, train_one_epoch
 
     size, n, batch = params["size"], params["images"], 8
     device = select_device("auto")
@@ -61,7 +61,7 @@ def phase_epoch(params: dict) -> dict:
         runs.append((f"{runs[-1][0]}_float16", runs[-1][1], runs[-1][2], "float16"))
     for name, workers, channels_last, mixed_precision in runs:
         amp_dtype = autocast_dtype(mixed_precision, device)
-        scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+        scaler = loss_scaler(amp_dtype, device)
         seed_everything(0)
         model = build_model(architecture=architecture).to(device)
         if channels_last:

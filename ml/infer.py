@@ -42,7 +42,7 @@ def inference_model(model: torch.nn.Module, inplace: bool = False) -> torch.nn.M
     return folded
 
 
-def compile_for_cpu(model: torch.nn.Module, input_size: int, batch_size: int) -> torch.nn.Module:
+def compile_for_cpu(model: torch.nn.Module, input_size: int, batch_size: int, threads: int | None = None) -> torch.nn.Module:
     """``model`` compiled by Inductor (``torch.compile``) for batches of ``(batch_size, 3, input_size, input_size)``.
 
     The weights are frozen into the compiled graph as constants (Inductor's ``freezing``), which
@@ -50,19 +50,28 @@ def compile_for_cpu(model: torch.nn.Module, input_size: int, batch_size: int) ->
     activation; elementwise operations are fused into generated C++ loops. On the project's 2-core
     Intel Xeon the U-Net's forward pass at 4 x 256 px ran 1.6-1.7x faster, two lanes side by side
     (2026-12-03), with logits within 5e-5 of eager. Compiling took 25 s on 2 cores with Inductor's
-    on-disk cache empty and 12-19 s with it warm, so it pays off only over thousands of images. The model is compiled and run once here, on zeros made under ``torch.inference_mode``.
-    Only batches like them use the compiled code: of exactly this shape, and themselves made under
-    ``torch.inference_mode`` (as ``predict_probabilities`` makes them). Any other batch fails
-    Dynamo's guards and compiles again, without freezing (a tensor made outside inference mode
-    carries the ``ADInplaceOrView`` dispatch key): run other shapes through ``model``. Raises
-    whatever Inductor raises when it cannot compile (no C++ compiler, for instance). ``model``
-    must be in eval mode on the CPU and is left unchanged.
+    on-disk cache empty and 12-19 s with it warm, so it pays off only over thousands of images.
+
+    The model is compiled and run once here, on zeros made under ``torch.inference_mode``, with
+    ``threads`` PyTorch threads (the number each caller's thread will run it with; the calling
+    thread's count is restored after). Only batches like them use the compiled code: of exactly
+    this shape, and themselves made under ``torch.inference_mode`` (as ``predict_probabilities``
+    makes them). Any other batch fails Dynamo's guards and compiles again, without freezing (a
+    tensor made outside inference mode carries the ``ADInplaceOrView`` dispatch key): run other
+    shapes through ``model``. Raises whatever Inductor raises when it cannot compile (no C++
+    compiler, for instance). ``model`` must be in eval mode on the CPU and is left unchanged.
     """
     import torch._inductor.config as inductor_config
 
-    compiled = torch.compile(model, dynamic=False)
-    with inductor_config.patch(freezing=True), torch.inference_mode():
-        compiled(torch.zeros(batch_size, 3, input_size, input_size))  # compiles now, frozen, for inference tensors
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        compiled = torch.compile(model, dynamic=False)
+        with inductor_config.patch(freezing=True), torch.inference_mode():
+            compiled(torch.zeros(batch_size, 3, input_size, input_size))  # compiles now, frozen, for inference tensors
+    finally:
+        torch.set_num_threads(previous)
     return compiled
 
 

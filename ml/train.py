@@ -67,6 +67,12 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     return torch.bfloat16 if mixed_precision == "bfloat16" else torch.float16
 
 
+def loss_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """The ``GradScaler`` a run autocast to ``amp_dtype`` needs: float16 does, so that small gradients
+    do not underflow; bfloat16 has float32's range and float32 needs none (None)."""
+    return torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+
+
 @dataclass
 class EpochStats:
     """What one epoch produced; ``seconds`` covers its training and validation."""
@@ -315,8 +321,7 @@ def fit(
     if config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
     amp_dtype = autocast_dtype(config.mixed_precision, device)
-    # float16 needs loss scaling; bfloat16 has float32's range and does not
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+    scaler = loss_scaler(amp_dtype, device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -362,6 +362,8 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     from ml.infer import compile_for_cpu, cpu_batch_size, inference_model, predict_probabilities
     from ml.model import select_device
 
+    if config.compile_model not in ("auto", "on", "off"):  # before loading anything
+        raise dg.Failure(f"compile_model must be 'auto', 'on' or 'off', got {config.compile_model!r}")
     started = time.perf_counter()
     keep_freed_memory()  # numpy/torch temporaries reuse memory instead of page-faulting afresh (ml.runtime)
     device = select_device(config.device)
@@ -417,18 +419,13 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     # On the CPU the lanes split the cores between them; on a GPU each lane's host threads only feed it.
     lane_threads = max(1, model_threads // lanes) if device.type == "cpu" else model_threads
     compiled, compile_seconds = None, 0.0
-    if config.compile_model not in ("auto", "on", "off"):
-        raise dg.Failure(f"compile_model must be 'auto', 'on' or 'off', got {config.compile_model!r}")
     wanted = config.compile_model == "on" or (config.compile_model == "auto" and len(records) >= config.compile_min_images)
     if wanted and device.type == "cpu" and len(records) >= chunk_size:
         compile_started = time.perf_counter()
-        torch.set_num_threads(lane_threads)  # compiled with the threads each lane runs it with
-        try:
-            compiled = compile_for_cpu(model, size, chunk_size)
+        try:  # compiled with the threads each lane runs it with
+            compiled = compile_for_cpu(model, size, chunk_size, threads=lane_threads)
         except Exception as exc:  # a missing C++ compiler, an operator Inductor cannot lower: run eager
             context.log.warning(f"torch.compile failed, the model runs uncompiled: {type(exc).__name__}: {exc}")
-        finally:
-            torch.set_num_threads(model_threads)
         compile_seconds = time.perf_counter() - compile_started
         if compiled is not None:
             context.log.info(f"model compiled by Inductor in {compile_seconds:.1f} s for chunks of {chunk_size}")

@@ -282,7 +282,7 @@ def test_auto_compiles_large_runs_and_a_failed_compile_runs_uncompiled(object_st
 
     calls = []
 
-    def no_compiler(model, input_size, batch_size):
+    def no_compiler(model, input_size, batch_size, threads=None):
         calls.append((input_size, batch_size))
         raise RuntimeError("no C++ compiler")
 
