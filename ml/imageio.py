@@ -1,4 +1,4 @@
-"""Safe decoding of untrusted supplier image files (Pillow + numpy; JPEG encoding through OpenCV, fast PNG through ISA-L; no Dagster).
+"""Safe decoding of untrusted supplier image files (Pillow + numpy; full-size JPEG decoding and JPEG encoding through OpenCV, fast PNG through ISA-L; no Dagster).
 
 Supplier drops are untrusted: empty uploads, HTML error pages saved as ``.png``, files cut
 off mid-transfer, decompression bombs, animations, 1-pixel tracking images and 100-megapixel
@@ -415,6 +415,36 @@ def inspect_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image
         im.close()
 
 
+#: EXIF orientation -> the same transposition as ``_ORIENTATION_TRANSPOSE``, on an (H, W, C) array (a view).
+_ORIENTATION_NUMPY = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: a.transpose(1, 0, 2)[::-1],
+}
+
+
+def _decode_jpeg_opencv(data: bytes, size: tuple[int, int], orientation: int) -> np.ndarray | None:
+    """A baseline or progressive RGB or grey JPEG decoded by OpenCV, upright; None if OpenCV cannot decode it.
+
+    Pillow and OpenCV both decode with libjpeg-turbo (islow DCT, fancy upsampling), so the
+    pixels are the same (a test compares them), but Pillow keeps RGB in four bytes per pixel
+    and then copies it out into a numpy array: a 256 px photo took 0.65 ms through Pillow and
+    0.35 ms here, and a 24 MP one's decode holds one 72 MB array instead of 96 MB plus 72 MB.
+    Only called after Pillow has read the header (format, mode, declared size against the
+    pixel limit). OpenCV returns None for a cut-off or damaged stream; the caller then decodes
+    with Pillow, whose error names the reason the file is rejected.
+    """
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None or arr.ndim != 3 or arr.shape[:2] != (size[1], size[0]):
+        return None
+    turn = _ORIENTATION_NUMPY.get(orientation)
+    return np.ascontiguousarray(turn(arr)) if turn is not None else arr
+
+
 def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
     """Decode to an upright RGB uint8 array of shape (H, W, 3); raise ImageRejected on bad data.
 
@@ -422,7 +452,14 @@ def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
     converted; transparency is composited over white. With ``max_side`` the result's longer
     side is at most ``max_side``: JPEGs are decoded straight to a reduced scale (draft mode,
     1/2, 1/4 or 1/8, never below the target), then everything is resized (box-reduce, then
-    Lanczos) to the exact bound. Without ``max_side`` the full resolution is returned.
+    Lanczos) to the exact bound. Without ``max_side`` the full resolution is returned; an RGB or
+    grey JPEG is then decoded by OpenCV once Pillow has read and checked its header (the same
+    libjpeg-turbo and the same pixels in about 60 % of the time, ``_decode_jpeg_opencv``), and by
+    Pillow when OpenCV cannot decode it, so that a cut-off file is still rejected with its reason.
+    OpenCV hands the whole stream to libjpeg at once and decodes through a few kinds of damage
+    that Pillow's incremental decoder stops at (a stray marker mid-scan: 11 of 400 random byte
+    changes to a JPEG). That is why supplier files enter through :func:`inspect_image`, which
+    rejects those (``corrupt``), and ``load_rgb`` serves the files it accepted.
     """
     if max_side is not None and int(max_side) < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
@@ -436,6 +473,10 @@ def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
             target = _target_size(im.size[0], im.size[1], int(max_side))
             if fmt == "JPEG":
                 im.draft(None, target)
+        elif im.format == "JPEG" and im.mode in ("RGB", "L"):
+            rgb = _decode_jpeg_opencv(data, im.size, orientation)
+            if rgb is not None:
+                return rgb
         _decode(im, name, fmt)
         try:
             out = _to_rgb_image(im)

@@ -280,6 +280,60 @@ def test_exif_orientation_6_rotates():
     assert small.shape == (30, 20, 3)
 
 
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    """What Pillow alone makes of a JPEG: decoded, converted to RGB, turned upright by its EXIF orientation."""
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("kind", ["rgb 4:2:0", "rgb 4:4:4 progressive", "grey"])
+def test_full_size_jpeg_decodes_to_pillows_pixels(orientation, kind):
+    # load_rgb decodes full-size RGB and grey JPEGs with OpenCV (ml.imageio._decode_jpeg_opencv):
+    # byte for byte what Pillow makes of them, turned the same way
+    arr = _photo(61, 37, seed=orientation)  # odd sizes: the chroma planes do not divide evenly
+    im = Image.fromarray(arr).convert("L") if kind == "grey" else Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options = {"subsampling": 0, "progressive": True} if "progressive" in kind else {}
+    data = _save(im, "JPEG", quality=90, exif=exif.tobytes(), **options)
+    out = load_rgb(data, "photo.jpg")
+    expected = _pillow_rgb(data)
+    fast = imageio._decode_jpeg_opencv(data, (61, 37), orientation)
+    assert fast is not None, "OpenCV should decode this JPEG itself"
+    np.testing.assert_array_equal(fast, expected)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    assert out.shape == expected.shape == ((61, 37, 3) if orientation >= 5 else (37, 61, 3))
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_full_size_jpeg_damage_is_still_named_by_pillow():
+    data = _save(Image.fromarray(_photo(200, 150)), "JPEG", quality=90)
+    assert imageio._decode_jpeg_opencv(data[: len(data) // 2], (200, 150), 1) is None  # OpenCV refuses it ...
+    with pytest.raises(ImageRejected) as err:  # ... and Pillow says why
+        load_rgb(data[: len(data) // 2], "cut.jpg")
+    assert err.value.reason == "truncated" and "cut.jpg" in str(err.value)
+
+
+def test_ingest_gate_rejects_damage_that_opencv_decodes_through():
+    # a stray start-of-image marker mid-scan: OpenCV's libjpeg decodes through it, Pillow's does
+    # not; load_rgb serves files that inspect_image (ingest) accepted, and inspect_image refuses it
+    data = bytearray(_save(Image.fromarray(_photo(256, 192)), "JPEG", quality=90))
+    middle = len(data) // 2
+    data[middle : middle + 2] = b"\xff\xd8"
+    with pytest.raises(ImageRejected) as err:
+        inspect_image(bytes(data), "damaged.jpg")
+    assert err.value.reason == "corrupt" and "damaged.jpg" in str(err.value)
+
+
+def test_cmyk_jpeg_is_converted_by_pillow():
+    cmyk = Image.fromarray(_photo(40, 30)).convert("CMYK")
+    data = _save(cmyk, "JPEG", quality=95)
+    np.testing.assert_array_equal(load_rgb(data, "cmyk.jpg"), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_load_rgb_max_side(fmt):
     data = _save(Image.fromarray(_photo(1600, 900)), fmt)
