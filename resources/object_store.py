@@ -246,6 +246,23 @@ class ObjectStore(dg.ConfigurableResource):
                 raise
         return self.local_path(key).is_file()
 
+    def exists_many(self, keys: list[str]) -> list[bool]:
+        """``exists`` for each key, in order; on S3 up to 16 HEAD requests at once (the client's connections).
+
+        An asset check over a batch's outputs asks this for every image: one HEAD after another,
+        each waiting out a network round trip, would add that many round trips to the run
+        (moto on loopback: 4.8 ms per key one at a time, 3.6 with 16 threads, on 2 cores that
+        also run moto itself; S3's round trips are longer and wait on the network, not the CPU).
+        """
+        keys = list(keys)
+        if not self.is_s3 or len(keys) < 2:
+            return [self.exists(key) for key in keys]
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._s3()  # one client, made before the threads share it
+        with ThreadPoolExecutor(max_workers=min(16, len(keys)), thread_name_prefix="exists") as pool:
+            return list(pool.map(self.exists, keys))
+
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
         if self.is_s3:

@@ -515,8 +515,9 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
 def check_masks(store: ObjectStore, frame: pd.DataFrame) -> dg.AssetCheckResult:
     """Masks were written, are non-empty, and have their image's size."""
     problems, empty = [], []
-    for row in frame.itertuples():
-        if not store.exists(row.mask_key):
+    stored = store.exists_many(frame["mask_key"].tolist()) if len(frame) else []
+    for row, exists in zip(frame.itertuples(), stored):
+        if not exists:
             problems.append(f"{row.file}: mask missing")
         elif (row.mask_height, row.mask_width) != (row.height, row.width):
             problems.append(f"{row.file}: mask {row.mask_width}x{row.mask_height} vs image {row.width}x{row.height}")

@@ -62,6 +62,19 @@ def test_listing_is_by_path_not_by_string_prefix(s3_store):
     assert all(e.size == 4 and e.modified > 0 for e in s3_store.list("published/"))
 
 
+def test_exists_many_asks_in_parallel_and_answers_in_order(s3_store):
+    import threading
+
+    keys = [f"outputs/{i:03d}/v1/mask.png" for i in range(40)]
+    for key in keys[::3]:
+        s3_store.put_bytes(key, b"m", "image/png")
+    askers = set()
+    client = s3_store._s3()
+    client.meta.events.register("before-call.s3.HeadObject", lambda **_: askers.add(threading.current_thread().name))
+    assert s3_store.exists_many(keys) == [i % 3 == 0 for i in range(40)]
+    assert len(askers) > 1  # HEAD requests from several threads, not one after another
+
+
 def test_a_prefix_keeps_tenants_apart(servers, s3_store):
     tenant = ObjectStore(bucket=s3_store.bucket, prefix="tenant-a", endpoint_url=servers.s3_endpoint_url)
     other = ObjectStore(bucket=s3_store.bucket, prefix="tenant-ab", endpoint_url=servers.s3_endpoint_url)

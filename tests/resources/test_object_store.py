@@ -17,6 +17,14 @@ def test_put_get_list_delete(object_store):
     assert object_store.list("nothing/") == []
 
 
+def test_exists_many_answers_each_key_in_order(object_store):
+    for key in ("out/a/mask.png", "out/c/mask.png"):
+        object_store.put_bytes(key, b"m")
+    keys = ["out/a/mask.png", "out/b/mask.png", "out/c/mask.png", "out/a/mask.png"]
+    assert object_store.exists_many(keys) == [True, False, True, True]
+    assert object_store.exists_many([]) == []
+
+
 def test_missing_object_names_the_key(object_store):
     with pytest.raises(FileNotFoundError, match="inbox/none.png"):
         object_store.get_bytes("inbox/none.png")
