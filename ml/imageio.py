@@ -84,16 +84,24 @@ MIN_SIDE = 32
 MAX_ASPECT = 12.0
 
 _EXIF_ORIENTATION = 0x0112
-# EXIF orientation -> the transpose that displays the picture upright (as ImageOps.exif_transpose).
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+# EXIF orientation -> the flip or turn that displays the picture upright (as ImageOps.exif_transpose:
+# FLIP_LEFT_RIGHT, ROTATE_180, FLIP_TOP_BOTTOM, TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90), as a
+# view of an (H, W) or (H, W, C) array; a test compares every one with Pillow's.
+_ORIENTATION_TURN = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: a.swapaxes(0, 1)[::-1],
 }
+
+
+def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` turned upright by its EXIF ``orientation`` (a contiguous copy; ``arr`` itself for 1)."""
+    turn = _ORIENTATION_TURN.get(orientation)
+    return np.ascontiguousarray(turn(arr)) if turn is not None else arr
 
 # Signatures of the supported formats, to tell a damaged image from something else.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -306,7 +314,7 @@ def _orientation(im: Image.Image) -> int:
         value = int(value)
     except Exception:  # malformed EXIF must not reject an otherwise good picture
         return 1
-    return value if value in _ORIENTATION_TRANSPOSE else 1
+    return value if value in _ORIENTATION_TURN else 1
 
 
 def _decode(im: Image.Image, name: str, fmt: str) -> None:
@@ -415,18 +423,6 @@ def inspect_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image
         im.close()
 
 
-#: EXIF orientation -> the same transposition as ``_ORIENTATION_TRANSPOSE``, on an (H, W, C) array (a view).
-_ORIENTATION_NUMPY = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2),
-    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
-    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
-    8: lambda a: a.transpose(1, 0, 2)[::-1],
-}
-
-
 def _decode_jpeg_opencv(data: bytes, size: tuple[int, int], orientation: int) -> np.ndarray | None:
     """A baseline or progressive RGB or grey JPEG decoded by OpenCV, upright; None if OpenCV cannot decode it.
 
@@ -441,8 +437,7 @@ def _decode_jpeg_opencv(data: bytes, size: tuple[int, int], orientation: int) ->
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None or arr.ndim != 3 or arr.shape[:2] != (size[1], size[0]):
         return None
-    turn = _ORIENTATION_NUMPY.get(orientation)
-    return np.ascontiguousarray(turn(arr)) if turn is not None else arr
+    return _upright(arr, orientation)
 
 
 def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
@@ -473,7 +468,7 @@ def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
             target = _target_size(im.size[0], im.size[1], int(max_side))
             if fmt == "JPEG":
                 im.draft(None, target)
-        elif im.format == "JPEG" and im.mode in ("RGB", "L"):
+        elif im.format == "JPEG" and im.mode in ("RGB", "L"):  # not MPO: Pillow picks its primary picture
             rgb = _decode_jpeg_opencv(data, im.size, orientation)
             if rgb is not None:
                 return rgb
@@ -482,9 +477,7 @@ def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:
             out = _to_rgb_image(im)
             if target is not None and out.size != target:
                 out = out.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-            if orientation in _ORIENTATION_TRANSPOSE:
-                out = out.transpose(_ORIENTATION_TRANSPOSE[orientation])
-            return np.array(out, dtype=np.uint8)
+            return _upright(np.array(out, dtype=np.uint8), orientation)
         except _DECODE_ERRORS as exc:
             raise _load_error(name, exc) from None
     finally:
@@ -632,9 +625,7 @@ def decode_mask(data: bytes, name: str = "mask") -> np.ndarray:
             else:
                 fg = np.asarray(im.convert("L")) >= 128
             out = np.where(fg, np.uint8(255), np.uint8(0))
-            if orientation in _ORIENTATION_TRANSPOSE:
-                out = np.asarray(Image.fromarray(out, "L").transpose(_ORIENTATION_TRANSPOSE[orientation]))
-            return np.ascontiguousarray(out, dtype=np.uint8)
+            return _upright(out, orientation)
         except _DECODE_ERRORS as exc:
             raise _load_error(name, exc) from None
     finally:

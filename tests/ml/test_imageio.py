@@ -281,7 +281,7 @@ def test_exif_orientation_6_rotates():
 
 
 def _pillow_rgb(data: bytes) -> np.ndarray:
-    """What Pillow alone makes of a JPEG: decoded, converted to RGB, turned upright by its EXIF orientation."""
+    """What Pillow alone makes of an image: decoded, converted to RGB, turned upright by its EXIF orientation."""
     from PIL import ImageOps
 
     with Image.open(io.BytesIO(data)) as im:
@@ -289,24 +289,39 @@ def _pillow_rgb(data: bytes) -> np.ndarray:
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("kind", ["rgb 4:2:0", "rgb 4:4:4 progressive", "grey"])
-def test_full_size_jpeg_decodes_to_pillows_pixels(orientation, kind):
-    # load_rgb decodes full-size RGB and grey JPEGs with OpenCV (ml.imageio._decode_jpeg_opencv):
-    # byte for byte what Pillow makes of them, turned the same way
+@pytest.mark.parametrize("kind", ["rgb 4:2:0", "rgb 4:4:4 progressive", "grey", "png"])
+def test_full_size_decode_matches_pillows_pixels_and_orientation(orientation, kind):
+    # load_rgb decodes full-size RGB and grey JPEGs with OpenCV (ml.imageio._decode_jpeg_opencv),
+    # a PNG with Pillow: byte for byte what Pillow makes of them, turned upright the same way
     arr = _photo(61, 37, seed=orientation)  # odd sizes: the chroma planes do not divide evenly
     im = Image.fromarray(arr).convert("L") if kind == "grey" else Image.fromarray(arr)
     exif = Image.Exif()
     exif[0x0112] = orientation
-    options = {"subsampling": 0, "progressive": True} if "progressive" in kind else {}
-    data = _save(im, "JPEG", quality=90, exif=exif.tobytes(), **options)
-    out = load_rgb(data, "photo.jpg")
+    if kind == "png":
+        data = _save(im, "PNG", exif=exif.tobytes())
+    else:
+        options = {"subsampling": 0, "progressive": True} if "progressive" in kind else {}
+        data = _save(im, "JPEG", quality=90, exif=exif.tobytes(), **options)
+    out = load_rgb(data, "photo")
     expected = _pillow_rgb(data)
-    fast = imageio._decode_jpeg_opencv(data, (61, 37), orientation)
-    assert fast is not None, "OpenCV should decode this JPEG itself"
-    np.testing.assert_array_equal(fast, expected)
+    if kind != "png":
+        fast = imageio._decode_jpeg_opencv(data, (61, 37), orientation)
+        assert fast is not None, "OpenCV should decode this JPEG itself"
+        np.testing.assert_array_equal(fast, expected)
     assert out.dtype == np.uint8 and out.flags.c_contiguous
     assert out.shape == expected.shape == ((61, 37, 3) if orientation >= 5 else (37, 61, 3))
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decode_mask_applies_exif_orientation(orientation):
+    mask = np.zeros((37, 61), np.uint8)
+    mask[3:20, 5:50] = 255
+    mask[25:30, 40:58] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _save(Image.fromarray(mask, "L"), "PNG", exif=exif.tobytes())
+    np.testing.assert_array_equal(decode_mask(data, "mask.png"), _pillow_rgb(data)[..., 0])
 
 
 def test_full_size_jpeg_damage_is_still_named_by_pillow():
