@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for n in sizes:
             print(f"[catalog_scale] {step} at {n:,} rows" + (f", {repeats} runs" if repeats > 1 else ""), flush=True)
             # The fastest of a few runs, as timeit takes the best of its repeats: on a shared 2-core VM
-            # one run of the same code varied 2x (routing at 1M rows: 0.94-2.0 s, 2026-12-04)
+            # runs of the same code varied 3x (routing at 1M rows: 0.94-2.9 s, 2026-12-04)
             runs = [run_phase(SCRIPT, "step", {"step": step, "rows": n}) for _ in range(repeats)]
             r = min(runs, key=lambda run: run["seconds"])
             r.pop("phase_wall_seconds", None)

@@ -515,7 +515,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
 def check_masks(store: ObjectStore, frame: pd.DataFrame) -> dg.AssetCheckResult:
     """Masks were written, are non-empty, and have their image's size."""
     problems, empty = [], []
-    stored = store.exists_many(frame["mask_key"].tolist()) if len(frame) else []
+    stored = store.exists_many(frame["mask_key"].tolist())
     for row, exists in zip(frame.itertuples(), stored):
         if not exists:
             problems.append(f"{row.file}: mask missing")
