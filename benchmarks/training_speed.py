@@ -21,7 +21,7 @@ names another), on the synthetic catalog, each measurement in its own subprocess
 
 Writes ``$HITL_HOME/bench/training_speed.json``.
 
-    .venv/bin/python benchmarks/training_speed.py            # up to 35 minutes on 2 cores
+    .venv/bin/python benchmarks/training_speed.py            # about 15 minutes on 2 cores (up to 35 if 0.85 is never reached)
     .venv/bin/python benchmarks/training_speed.py --quick    # about a minute
 """
 
