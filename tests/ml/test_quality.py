@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ml.quality import SIGNALS, quality_signals, quality_signals_batch
+from ml.quality import SIGNALS, as_probability_map, quality_signals, quality_signals_batch
 
 
 def square(size: int = 320, lo: int = 80, hi: int = 240) -> np.ndarray:
@@ -95,3 +95,21 @@ def test_components_are_counted_past_what_16_bit_labels_hold():
     small = np.zeros((256, 256), np.float32)
     small[::2, ::2] = 1.0  # 16,384: the 16-bit labels' case
     assert quality_signals(small, min_component_fraction=0.0)["connected_components"] == 128 * 128
+
+
+def test_probability_map_in_range_is_served_as_is_and_anything_else_is_clipped():
+    rng = np.random.default_rng(0)
+    p = rng.random((64, 48), dtype=np.float32)
+    p[0, 0], p[0, 1] = 0.0, 1.0
+    same = as_probability_map(p[None])  # (1, h, w), as a batch of one
+    assert np.shares_memory(same, p) and same.shape == p.shape and same.flags.c_contiguous
+    for bad, want in ((np.nan, 0.0), (-np.inf, 0.0), (np.inf, 1.0), (-0.25, 0.0), (1.5, 1.0)):
+        q = p.copy()
+        q[3, 4] = bad
+        out = as_probability_map(q)
+        assert out[3, 4] == want and not np.shares_memory(out, q)
+        assert np.array_equal(np.delete(out.ravel(), 3 * 48 + 4), np.delete(p.ravel(), 3 * 48 + 4))
+        assert np.isnan(q[3, 4]) or q[3, 4] == bad  # the caller's map is left as it was
+    strided = as_probability_map(np.asfortranarray(p))
+    assert strided.flags.c_contiguous and np.array_equal(strided, p)
+    assert as_probability_map(p.astype(np.float64)).dtype == np.float32
