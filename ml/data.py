@@ -1,13 +1,17 @@
-"""Turning uint8 images and 0/255 masks into normalised tensors for the segmentation model."""
+"""Turning uint8 images and 0/255 masks into normalised tensors for the segmentation model.
+
+``resize_for_model`` lives in ``ml.imageio`` (no torch there, so worker processes that make model
+inputs load without it) and is imported here with the rest of the model's input conventions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 
+from ml.imageio import resize_for_model  # the model input's one resizing; imported from here by training and inference
 from ml.metrics import as_foreground
 
 # ImageNet statistics: the usual convention for MobileNetV3, kept so weights trained here
@@ -17,18 +21,6 @@ STD = (0.229, 0.224, 0.225)
 
 _MEAN_TENSOR = torch.tensor(MEAN, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
 _STD_TENSOR = torch.tensor(STD, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
-
-
-def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an RGB uint8 image to the square (size, size, 3) model input (aspect not kept)."""
-    height, width = image.shape[:2]
-    if (height, width) == (size, size):
-        return image
-    # INTER_AREA averages source pixels when shrinking large photos (no aliasing);
-    # INTER_LINEAR is the better choice for the rare upscale.
-    shrinking = height * width > size * size
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 def to_tensor_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -51,6 +43,27 @@ def to_tensor_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
     for slot, image in zip(batch, images):
         slot.copy_(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
     return batch.sub_(_MEAN_TENSOR).div_(_STD_TENSOR)
+
+
+def to_device_batch(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``to_tensor_batch`` on ``device`` (made for CUDA): the uint8 pixels cross to it, it normalises them.
+
+    The images are copied once, into page-locked host memory (a quarter of the float32 batch's
+    bytes), and sent without blocking; the conversion to float and the normalisation (the same
+    float32 operations as ``to_tensor_batch``, so the same values) run on the GPU instead of on
+    the CPU cores that serving needs for decoding and post-processing.
+    """
+    if len(images) == 0:
+        raise ValueError("to_device_batch needs at least one image")
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images must share one shape, got {sorted(shapes)}")
+    host = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=device.type == "cuda")
+    staged = host.numpy()
+    for slot, image in zip(staged, images):
+        slot[...] = image
+    batch = host.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return batch.sub_(_MEAN_TENSOR.to(device)).div_(_STD_TENSOR.to(device))
 
 
 class SegmentationSamples(torch.utils.data.Dataset):

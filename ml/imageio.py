@@ -61,6 +61,7 @@ __all__ = [
     "ImageInfo",
     "inspect_image",
     "load_rgb",
+    "resize_for_model",
     "encode_png",
     "encode_png_fast",
     "encode_jpeg",
@@ -438,6 +439,18 @@ def _decode_jpeg_opencv(data: bytes, size: tuple[int, int], orientation: int) ->
     if arr is None or arr.ndim != 3 or arr.shape[:2] != (size[1], size[0]):
         return None
     return _upright(arr, orientation)
+
+
+def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 image to the square (size, size, 3) model input (aspect not kept)."""
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return image
+    # INTER_AREA averages source pixels when shrinking large photos (no aliasing);
+    # INTER_LINEAR is the better choice for the rare upscale.
+    shrinking = height * width > size * size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 def load_rgb(data: bytes, name: str, max_side: int | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ml.data import resize_for_model, to_tensor_batch
+from ml.data import resize_for_model, to_device_batch, to_tensor_batch
 
 
 def inference_model(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
@@ -140,11 +140,11 @@ def predict_probabilities(
         # Resizing one batch at a time keeps memory bounded by batch_size, not by len(images).
         for start in range(0, len(images), batch_size):
             chunk = [resize_for_model(image, input_size) for image in images[start : start + batch_size]]
-            batch = to_tensor_batch(chunk)
             if device.type == "cuda":
-                # Page-locked host memory lets the copy to the GPU run asynchronously.
-                batch = batch.pin_memory()
-            batch = batch.to(device, non_blocking=True)
+                # uint8 pixels in page-locked memory, sent without blocking, normalised on the GPU
+                batch = to_device_batch(chunk, device)
+            else:
+                batch = to_tensor_batch(chunk).to(device)
             autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if use_half else contextlib.nullcontext()
             with autocast:
                 logits = model(batch)["out"][:, 0]

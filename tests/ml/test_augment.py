@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ml.augment import eval_transform, train_augmentation
-from ml.data import MEAN, STD, SegmentationSamples, resize_for_model, to_tensor_batch
+from ml.data import MEAN, STD, SegmentationSamples, resize_for_model, to_device_batch, to_tensor_batch
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 
@@ -105,6 +105,22 @@ def test_to_tensor_batch_matches_the_training_samples_exactly():
     # views (a flipped photo) give the values of their copies
     assert torch.equal(to_tensor_batch([image[::-1, ::-1] for image in images]), to_tensor_batch([image[::-1, ::-1].copy() for image in images]))
     assert torch.equal(torch.stack([samples[i][0] for i in range(3)]), expected)
+
+
+def test_the_device_batch_has_the_values_of_the_host_batch():
+    """to_device_batch (CUDA serving: uint8 across, normalised there) gives to_tensor_batch's very values;
+    here on the CPU, and on a GPU where there is one."""
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(3)]
+    images[1] = images[1][::-1]  # a view
+    expected = to_tensor_batch(images)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        batch = to_device_batch(images, torch.device(device))
+        assert batch.shape == expected.shape and batch.dtype == torch.float32
+        assert torch.equal(batch.cpu(), expected)
+    with pytest.raises(ValueError, match="one shape"):
+        to_device_batch([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)], torch.device("cpu"))
 
 
 def test_segmentation_samples_yield_model_tensors():
