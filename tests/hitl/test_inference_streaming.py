@@ -297,3 +297,42 @@ def test_auto_compiles_large_runs_and_a_failed_compile_runs_uncompiled(object_st
 def test_compile_model_must_be_auto_on_or_off(object_store, model_registry, batch_with_champion):
     with pytest.raises(dg.Failure, match="compile_model"):
         _materialize(object_store, model_registry, compile_model="yes")
+
+
+def test_worker_processes_give_the_lanes_outputs(object_store, model_registry, batch_with_champion, monkeypatch):
+    lanes, _ = _materialize(object_store, model_registry, batch_size=16)
+    masks = {key: decode_mask(object_store.get_bytes(key)) for key in lanes["mask_key"]}
+    # the model in this process, decoding and rendering in two worker processes; chunks of 2, and
+    # the two-pass decoding of large photos for all but the smallest
+    monkeypatch.setattr(inference, "DECODE_ONCE_PIXELS", 10_000)
+    served, metadata = _materialize(object_store, model_registry, batch_size=2, processes=2)
+    assert metadata["worker_processes"] == 2 and metadata["lanes"] == 1 and metadata["images_per_forward_pass"] == 2
+    assert list(served.columns) == list(lanes.columns)
+    assert list(served["image_id"]) == [f"img-{i}" for i in range(len(SIZES))]
+    for key in served["mask_key"]:
+        assert np.array_equal(decode_mask(object_store.get_bytes(key)), masks[key])
+    for column in ("confidence", "boundary_uncertainty", "mask_area_fraction", "colour_distance"):
+        np.testing.assert_allclose(served[column].to_numpy(float), lanes[column].to_numpy(float), atol=2e-3)
+    assert (served["mask_pixels"] == lanes["mask_pixels"]).all()
+    assert set(metadata["stage_seconds"]) == set(STAGES) and metadata["stage_seconds"]["refine"] > 0
+
+
+def test_a_photo_a_worker_process_cannot_decode_fails_the_run_naming_it(object_store, model_registry, batch_with_champion):
+    # ingest accepted it; the bytes changed since (a partial overwrite in the bucket)
+    key = "originals/b1/3.jpg"
+    object_store.put_bytes(key, object_store.get_bytes(key)[:600], "image/jpeg")
+    resources = {"object_store": object_store, "model_registry": model_registry, "io_manager": ParquetIOManager(object_store=object_store)}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(batches.name, ["b1"])
+        with pytest.raises(Exception, match=r"3\.jpg"):
+            dg.materialize([raw_images, ai_outputs], selection=[ai_outputs], partition_key="b1", resources=resources,
+                           instance=instance, run_config={"ops": {"ai_outputs": {"config": {"batch_size": 1, "processes": 1}}}})
+
+
+def test_worker_processes_by_default_only_on_cuda(monkeypatch):
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 16)
+    assert inference._process_count(None, "cpu") == 0
+    assert inference._process_count(None, "cuda") == 12
+    assert inference._process_count(3, "cpu") == 3 and inference._process_count(0, "cuda") == 0
+    monkeypatch.setattr(inference.os, "cpu_count", lambda: 2)
+    assert inference._process_count(None, "cuda") == 2
