@@ -118,11 +118,15 @@ def predict_probabilities(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     half: bool = False,
+    pad_last: bool | None = None,
 ) -> np.ndarray:
     """Foreground probabilities (N, input_size, input_size) float32 in [0, 1] for RGB uint8 images.
 
     ``device`` defaults to where the model already is; ``half`` uses float16 autocast on CUDA and is ignored elsewhere.
     ``batch_size`` defaults to 16 images per forward pass on CUDA and ``cpu_batch_size(input_size)`` on the CPU.
+    ``pad_last`` (default: on CUDA) fills a last, short pass up to ``batch_size`` with copies of its
+    last image, so that every pass has one shape: CUDA picks and loads kernels per input shape, and
+    the first pass at a new one took 3-4 s on an H200 (2026-12-04), some 200 passes' worth.
     """
     device = model_device(model) if device is None else torch.device(device)
     if batch_size is None:
@@ -135,11 +139,16 @@ def predict_probabilities(
         model.eval()
     # CPU float16 is slower than float32 on most CPUs, so half precision is CUDA only.
     use_half = half and device.type == "cuda"
+    if pad_last is None:
+        pad_last = device.type == "cuda"
     out = np.empty((len(images), input_size, input_size), dtype=np.float32)
     with torch.inference_mode():
         # Resizing one batch at a time keeps memory bounded by batch_size, not by len(images).
         for start in range(0, len(images), batch_size):
             chunk = [resize_for_model(image, input_size) for image in images[start : start + batch_size]]
+            count = len(chunk)
+            if pad_last and count < batch_size:
+                chunk += [chunk[-1]] * (batch_size - count)
             if device.type == "cuda":
                 # uint8 pixels in page-locked memory, sent without blocking, normalised on the GPU
                 batch = to_device_batch(chunk, device)
@@ -148,5 +157,5 @@ def predict_probabilities(
             autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if use_half else contextlib.nullcontext()
             with autocast:
                 logits = model(batch)["out"][:, 0]
-            out[start : start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy()
+            out[start : start + count] = torch.sigmoid(logits[:count].float()).cpu().numpy()
     return out

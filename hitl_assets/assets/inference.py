@@ -456,6 +456,12 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
     reader = ChunkReader(object_store, chunks, ahead=lanes, threads=io_threads, stages=stages)
     writer = ObjectWriter(object_store, threads=io_threads, stages=stages)
 
+    def forward(inputs: list[np.ndarray]) -> np.ndarray:
+        # the compiled model serves full chunks only: another batch shape would compile again
+        net = compiled if compiled is not None and len(inputs) == chunk_size else model
+        # on CUDA every pass has batch_size images, a short one padded (a new shape costs seconds there)
+        return predict_probabilities(net, inputs, size, device=device, batch_size=batch_size if device.type == "cuda" else len(inputs), half=half)
+
     def lane() -> None:
         torch.set_num_threads(lane_threads)  # this thread's intra-op threads
         try:
@@ -463,9 +469,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
                 chunk = chunks[index]
                 loaded = [load(record, data) for record, data in zip(chunk, reader.take(index))]
                 t0 = time.perf_counter()
-                # the compiled model serves full chunks only: another batch shape would compile again
-                net = compiled if compiled is not None and len(loaded) == chunk_size else model
-                probs = predict_probabilities(net, [small for small, _, _ in loaded], size, device=device, batch_size=len(loaded), half=half)
+                probs = forward([small for small, _, _ in loaded])
                 stages.add("forward", time.perf_counter() - t0)
                 done[index] = [outputs(record, prob, full, data, writer) for record, prob, (_, full, data) in zip(chunk, probs, loaded)]
                 del loaded, probs
@@ -473,11 +477,6 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
         except BaseException:
             queue.failed.set()  # the other lanes stop after their current chunk
             raise
-
-    def forward(inputs: list[np.ndarray]) -> np.ndarray:
-        # the compiled model serves full chunks only: another batch shape would compile again
-        net = compiled if compiled is not None and len(inputs) == chunk_size else model
-        return predict_probabilities(net, inputs, size, device=device, batch_size=len(inputs), half=half)
 
     def deliver(index: int, position: int, rendered: Rendered) -> None:
         record = chunks[index][position]

@@ -57,6 +57,20 @@ def test_predict_probabilities_defaults_to_the_cpu_batch_size(monkeypatch):
     assert seen == [2, 2, 1]
 
 
+def test_a_padded_last_pass_keeps_one_shape_and_the_same_probabilities(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model().eval()
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(5)]
+    plain = predict_probabilities(model, images, input_size=32, batch_size=3)  # the CPU's default: no padding
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x: seen.append(tuple(x.shape)) or forward(x))
+    padded = predict_probabilities(model, images, input_size=32, batch_size=3, pad_last=True)
+    assert seen == [(3, 3, 32, 32), (3, 3, 32, 32)] and padded.shape == (5, 32, 32)
+    np.testing.assert_allclose(padded, plain, atol=1e-6)
+
+
 def test_predict_probabilities_puts_a_training_model_in_eval_mode_and_leaves_it_on_its_device():
     torch.manual_seed(0)
     model = build_model().train()
