@@ -1,8 +1,8 @@
 """One table of every benchmark's figures: reads every JSON file under ``$HITL_HOME/bench`` (run last by `make bench`).
 
-Known files (pipeline, catalog_scale, training_speed, learning_curve, faults, review_load, serving_size) get
-their headline figures and goals; any other file (other benchmarks) gets its top-level numbers,
-or its last row if it is a list of rows.
+Known files (pipeline, catalog_scale, training_speed, learning_curve, faults, review_load, serving_size,
+gpu_serving) get their headline figures and goals; any other file (other benchmarks) gets its
+top-level numbers, or its last row if it is a list of rows.
 
     .venv/bin/python benchmarks/summary.py
 """
@@ -136,6 +136,17 @@ def serving_size_rows(r: dict) -> list[list]:
     return rows
 
 
+def gpu_serving_rows(r: dict) -> list[list]:
+    rows = [
+        ["gpu_serving", f"bare forward ({r['device']}, {r['cpu_count']} CPU cores, {r['images']} images, {r['architecture']})", f"{r['bare_forward_ips']:.0f} img/s", ""],
+        ["gpu_serving", "ai_outputs' CUDA serving (worker processes, no Dagster), fastest run", f"{r['pipeline_ips']:.0f} img/s", ""],
+        ["gpu_serving", "ratio", f"{r['ratio']:.3f}", f">= 0.8: {_ok(r['ratio'] >= 0.8)}"],
+    ]
+    if r.get("large_image_seconds") is not None:
+        rows.append(["gpu_serving", "6000x4000 photo, fastest run's mean", f"{r['large_image_seconds']:.3f} s", f"< 3 s: {_ok(r['large_image_seconds'] < 3)}"])
+    return rows
+
+
 KNOWN = {
     "pipeline": pipeline_rows,
     "catalog_scale": catalog_rows,
@@ -144,6 +155,7 @@ KNOWN = {
     "faults": faults_rows,
     "review_load": review_load_rows,
     "serving_size": serving_size_rows,
+    "gpu_serving": gpu_serving_rows,
 }
 
 

@@ -125,3 +125,15 @@ def test_summary_gives_the_compiled_model_beside_the_eager_figures(tmp_path):
     assert "13.8 s" in compiling and "pays off from 2,623 images" in compiling
     (tmp_path / "pipeline.json").write_text(json.dumps(base))  # an older file, or --compiled 0
     assert "compiled" not in load_summary().summary(tmp_path)
+
+
+def test_summary_gives_the_gpu_serving_figures_with_their_goals(tmp_path):
+    (tmp_path / "gpu_serving.json").write_text(json.dumps({
+        "device": "NVIDIA H200", "cpu_count": 16, "images": 1024, "architecture": "unet_mobilenet_v3_large", "bare_forward_ips": 3880.8,
+        "pipeline_ips": 1095.9, "ratio": 0.282, "large_image_seconds": 0.125, "runs": [],
+    }))
+    lines = [line for line in load_summary().summary(tmp_path).splitlines() if line.startswith("gpu_serving")]
+    assert "NVIDIA H200" in lines[0] and "3881 img/s" in lines[0]
+    assert "1096 img/s" in lines[1]
+    assert lines[2].rstrip().endswith(">= 0.8: NOT met") and "0.282" in lines[2]
+    assert lines[3].rstrip().endswith("< 3 s: met")
