@@ -23,6 +23,12 @@ for the model and once at full size, one at a time per lane, for the composite. 
 ``compile_min_images`` or more compile the model with Inductor first (``compile_model``):
 12-25 s, after which the forward pass runs about 1.7x faster on the CPU. Seconds per stage
 (summed over lanes) are reported in the materialization's metadata.
+
+On CUDA the lanes give way to worker processes (``processes``; ``ml.render``): this thread runs
+only the model, on chunks of 64, while the workers decode the photos for it and make every
+output from its probability maps, so that the Python-driven work around the model (about 7 ms
+of CPU per photo) is spread over the cores instead of waiting on the GIL. On an H200 with 16
+cores: 1,024 photos at 256 px at up to 1,096 img/s, against 63-134 in lanes (README, "GPU figures").
 """
 
 import math
@@ -95,7 +101,7 @@ class InferenceConfig(dg.Config):
     # Worker processes that decode the photos and make their outputs while this process runs only
     # the model (ml.render.serve_in_processes); 0: the lanes do it, in threads. None: on CUDA three
     # quarters of the CPU cores (2 to 16), where the GIL bounds the lanes (an H200 with 16 cores,
-    # 1,024 photos at 256 px: 12 processes 740-900 img/s, the lanes 63-124); 0 on the CPU, whose
+    # 1,024 photos at 256 px: 12 processes 903-1,096 img/s, the lanes 63-134); 0 on the CPU, whose
     # cores the forward pass needs. Each process may hold a 24 MP photo and its outputs (about 0.4 GB).
     processes: int | None = None
 
@@ -323,9 +329,9 @@ SWITCH_INTERVAL = 0.0001
 def _process_count(configured: int | None, device_type: str) -> int:
     if configured is not None:
         return max(0, configured)
-    # Three quarters of the cores (12 of 16): the model's process needs the rest. On an H200 with
-    # 16 cores, 15 processes ran 6000x4000 photos at 0.48 s each against 0.14 s with 12, and the
-    # forward pass of each chunk of 8 took 2.9 s against 17 ms (2026-12-04, README "GPU figures").
+    # Three quarters of the cores (12 of 16), leaving the model's process room for its threads (the
+    # forward pass, the pool's two, the writers). An H200 with 16 cores, 1,024 photos at 256 px:
+    # 12 processes 903-1,096 img/s, 15 930-1,058, 8 892-903 (2026-12-04, README "GPU figures").
     return max(2, min(16, (os.cpu_count() or 2) * 3 // 4)) if device_type == "cuda" else 0
 
 
