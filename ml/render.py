@@ -24,6 +24,7 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import cv2
@@ -167,6 +168,10 @@ class RenderProcesses:
         """Future of the photos' ``Rendered`` outputs (with quality signals): ``render_photo`` for each."""
         return self._pool.submit(_render_photos, datas, names, probs, self.settings)
 
+    def pids(self) -> list[int]:
+        """The worker processes' ids (those started so far)."""
+        return sorted(self._pool._processes or ())
+
     def close(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
@@ -219,7 +224,8 @@ def serve_in_processes(
     rendered)`` is called in this thread, in the chunks' order, as outputs come back. At most
     about two chunks' and two rounds of the workers' renders wait, so memory is bounded by the
     chunk size and the number of workers, not by the batch. A worker's error (an undecodable
-    photo) is raised here; renders not started are then cancelled.
+    photo) is raised here, and a worker that died (out of memory) as a ``RuntimeError`` naming the
+    chunk being served; renders not started are then cancelled.
     """
     add = add_seconds or (lambda name, seconds: None)
     clock = time.perf_counter
@@ -239,30 +245,43 @@ def serve_in_processes(
                     add(name, seconds)
                 deliver(index, start + offset, rendered)
 
-    queued = 0
-    for index in range(len(chunks)):
-        while queued < min(len(chunks), index + 1 + ahead):
-            records, datas = chunks[queued], read_chunk(queued)
-            tasks = [
-                (a, b, workers.model_inputs(datas[a:b], [r["file"] for r in records[a:b]], size, [draft(r) for r in records[a:b]]))
-                for a, b in _tasks(records, draft, per_task)
-            ]
-            prepared[queued] = (datas, tasks)
-            queued += 1
-        datas, tasks = prepared.pop(index)
-        inputs: list[np.ndarray] = []
-        for _, _, future in tasks:
-            made, seconds = future.result()
-            add("read_decode", seconds)
-            inputs.extend(made)
-        t0 = clock()
-        probs = forward(inputs)
-        add("forward", clock() - t0)
-        del inputs
-        names = [r["file"] for r in chunks[index]]
-        for a, b, _ in tasks:
-            rendering.append((index, a, workers.render(datas[a:b], names[a:b], probs[a:b])))
-            waiting[0] += b - a
-        del datas, probs
-        settle(most)
-    settle(0)
+    current = [0]  # the chunk being served
+
+    def run() -> None:
+        queued = 0
+        for index in range(len(chunks)):
+            current[0] = index
+            while queued < min(len(chunks), index + 1 + ahead):
+                records, datas = chunks[queued], read_chunk(queued)
+                tasks = [
+                    (a, b, workers.model_inputs(datas[a:b], [r["file"] for r in records[a:b]], size, [draft(r) for r in records[a:b]]))
+                    for a, b in _tasks(records, draft, per_task)
+                ]
+                prepared[queued] = (datas, tasks)
+                queued += 1
+            datas, tasks = prepared.pop(index)
+            inputs: list[np.ndarray] = []
+            for _, _, future in tasks:
+                made, seconds = future.result()
+                add("read_decode", seconds)
+                inputs.extend(made)
+            t0 = clock()
+            probs = forward(inputs)
+            add("forward", clock() - t0)
+            del inputs
+            names = [r["file"] for r in chunks[index]]
+            for a, b, _ in tasks:
+                rendering.append((index, a, workers.render(datas[a:b], names[a:b], probs[a:b])))
+                waiting[0] += b - a
+            del datas, probs
+            settle(most)
+        settle(0)
+
+    try:
+        run()
+    except BrokenProcessPool as exc:  # a worker killed (the kernel's OOM killer, a signal)
+        files = ", ".join(r["file"] for r in chunks[current[0]])
+        raise RuntimeError(
+            f"a worker process died (killed by the system, out of memory?) while the chunk of {files} was served; "
+            f"with large photos, fewer worker processes ({workers.processes} now) hold less memory at once"
+        ) from exc

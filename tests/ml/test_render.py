@@ -104,3 +104,23 @@ def test_a_photo_that_does_not_decode_in_a_worker_is_raised_by_name():
 def test_render_processes_need_at_least_one_process():
     with pytest.raises(ValueError, match="at least one process"):
         RenderProcesses(0, SETTINGS)
+
+
+def test_a_worker_process_that_dies_is_reported_with_the_photos_it_held():
+    import os
+    import signal
+
+    records, datas = _photos(6)
+    killed = []
+
+    def forward(inputs):
+        if not killed:  # the first chunk's inputs are made: the workers are up
+            for pid in workers.pids():
+                os.kill(pid, signal.SIGKILL)
+            killed.append(True)
+        return _darkness(inputs)
+
+    with pytest.raises(RuntimeError, match=r"worker process died \(killed by the system, out of memory\?\) while the chunk of photo-[02]\.jpg, photo-[13]\.jpg was served"):
+        with RenderProcesses(2, SETTINGS) as workers:
+            serve_in_processes(workers, [records[:2], records[2:4], records[4:]], lambda i: datas[2 * i : 2 * i + 2], forward,
+                               lambda *args: None, SIZE, draft=lambda record: False, ahead=0)
