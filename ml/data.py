@@ -23,17 +23,21 @@ _MEAN_TENSOR = torch.tensor(MEAN, dtype=torch.float32).reshape(1, 3, 1, 1) * 255
 _STD_TENSOR = torch.tensor(STD, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
 
 
+def _check_batch(images: Sequence[np.ndarray], caller: str) -> None:
+    if len(images) == 0:
+        raise ValueError(f"{caller} needs at least one image")
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images must share one shape, got {sorted(shapes)}")
+
+
 def to_tensor_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Stack same-sized RGB uint8 images into a (N, 3, H, W) float32 tensor with ImageNet normalisation.
 
     The one normalisation of the project: training samples (``SegmentationSamples``) and
     inference batches both come from here.
     """
-    if len(images) == 0:
-        raise ValueError("to_tensor_batch needs at least one image")
-    shapes = {image.shape for image in images}
-    if len(shapes) != 1:
-        raise ValueError(f"images must share one shape, got {sorted(shapes)}")
+    _check_batch(images, "to_tensor_batch")
     # Each (H, W, 3) image is converted straight into its (3, H, W) float32 slot, then the batch is
     # normalised in place: three passes over the batch and no uint8 stack. The same values as
     # stacking, converting and normalising a channels-last copy before making it contiguous, in a
@@ -53,11 +57,7 @@ def to_device_batch(images: Sequence[np.ndarray], device: torch.device) -> torch
     float32 operations as ``to_tensor_batch``, so the same values) run on the GPU instead of on
     the CPU cores that serving needs for decoding and post-processing.
     """
-    if len(images) == 0:
-        raise ValueError("to_device_batch needs at least one image")
-    shapes = {image.shape for image in images}
-    if len(shapes) != 1:
-        raise ValueError(f"images must share one shape, got {sorted(shapes)}")
+    _check_batch(images, "to_device_batch")
     host = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=device.type == "cuda")
     staged = host.numpy()
     for slot, image in zip(staged, images):

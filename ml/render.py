@@ -6,9 +6,9 @@ pipeline records (colour distance, mask size and pixels, and optionally the qual
 
 ``RenderProcesses`` and ``serve_in_processes`` run that work, and the decoding of the model's
 inputs, in worker processes while the calling process runs only the model. This is for GPU
-hosts: there the forward pass is fast and the work around it is about 4 ms of Python-driven CPU
+hosts: there the forward pass is fast and the work around it is about 7 ms of Python-driven CPU
 per photo (some 500 numpy and OpenCV calls); in threads of one process it is bound by the GIL
-(README, "Performance": 70 img/s with four lanes on an H200 whose bare forward pass ran at 393).
+(README, "GPU figures": on an H200, 63-134 img/s in lanes, 903-1,096 in 12 worker processes).
 Worker processes are forked from a fork server that loads only the main script and this module
 (numpy, OpenCV, Pillow; no torch), so each starts in a fraction of a second and none inherits the
 model's process state (threads, CUDA, the model). The photos' bytes go to the workers, and back come small

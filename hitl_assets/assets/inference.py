@@ -47,7 +47,7 @@ from hitl_assets.partitions import batches
 from ml.imageio import load_rgb
 from ml.postprocess import BrandStandard
 from ml.render import Rendered, RenderProcesses, RenderSettings, render, serve_in_processes
-from ml.quality import SIGNALS, quality_signals
+from ml.quality import SIGNALS
 from ml.runtime import keep_freed_memory
 from resources.model_registry import ModelRegistry
 from resources.object_store import ObjectStore
@@ -147,8 +147,11 @@ def render_outputs(
     stages: StageTimer | None = None,
     data: bytes | None = None,
     writer: "ObjectWriter | None" = None,
+    signals: bool = False,
 ) -> dict:
     """Build mask, cut-out and composite from the full-size photo, write them; return the row's outputs.
+
+    With ``signals`` the probability map's quality signals are computed and returned too.
 
     ``image`` is the decoded full-size photo when the caller already has it; otherwise ``data``
     (the photo's bytes) or, without it, the object under ``row["image_key"]`` is decoded here.
@@ -161,12 +164,17 @@ def render_outputs(
         image = load_rgb(data if data is not None else store.get_bytes(row["image_key"]), row["file"])
     del data
     timings = {"read_decode": clock() - t0}
-    rendered = render(image, prob, RenderSettings(brand, jpeg_quality, png_compress_level), mask=mask, timings=timings)
+    rendered = render(image, prob, RenderSettings(brand, jpeg_quality, png_compress_level), mask=mask, signals=signals, timings=timings)
     del image
     if stages is not None:
         stages.merge(timings)
     write_rendered(store, keys, rendered, writer, stages)
-    return {**keys, **rendered.row()}
+    return output_columns(keys, rendered)
+
+
+def output_columns(keys: dict[str, str], rendered: Rendered) -> dict:
+    """A photo's ai_outputs columns: its quality signals (if computed), output keys and figures."""
+    return {**rendered.signals, **keys, **rendered.row()}
 
 
 def write_rendered(store: ObjectStore, keys: dict[str, str], rendered: Rendered, writer: "ObjectWriter | None" = None, stages: StageTimer | None = None) -> None:
@@ -326,6 +334,11 @@ class ObjectWriter:
 SWITCH_INTERVAL = 0.0001
 
 
+def _decoded_once(record: dict) -> bool:
+    """Whether a photo is small enough (``DECODE_ONCE_PIXELS``) to be decoded once, at full size, for the model too."""
+    return 0 < int(record.get("width") or 0) * int(record.get("height") or 0) <= DECODE_ONCE_PIXELS
+
+
 def _process_count(configured: int | None, device_type: str) -> int:
     if configured is not None:
         return max(0, configured)
@@ -340,7 +353,8 @@ def _default_batch_size(device_type: str, size: int, processes: int) -> int:
         from ml.infer import cpu_batch_size  # torch is loaded by now (ai_outputs)
 
         return cpu_batch_size(size)
-    # H200, 256 px, one thread: 265 img/s at 8 images per pass, 393 at 64 (README, "GPU figures")
+    # H200, 256 px: predict_probabilities 2,031-3,218 img/s at 64 per pass, 2,392 at 128; worker
+    # processes served 903-1,096 at 64 (README, "GPU figures"); the lanes keep their 8
     return 64 if processes else 8
 
 
@@ -409,8 +423,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
         """(model input, full-size photo or None, bytes or None): small photos are decoded once and
         kept, large ones reduced (draft mode) and their bytes kept for the full-size decode."""
         t0 = time.perf_counter()
-        pixels = int(record.get("width") or 0) * int(record.get("height") or 0)
-        keep = 0 < pixels <= DECODE_ONCE_PIXELS
+        keep = _decoded_once(record)
         image = load_rgb(data, record["file"]) if keep else load_rgb(data, record["file"], max_side=size * 2)
         t1 = time.perf_counter()
         small = resize_for_model(image, size)
@@ -419,15 +432,12 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
         return (small, image, None) if keep else (small, None, data)
 
     def outputs(record: dict, prob: np.ndarray, full: np.ndarray | None, data: bytes | None, writer: ObjectWriter) -> dict:
-        t0 = time.perf_counter()
-        signals = quality_signals(prob)
-        stages.add("signals", time.perf_counter() - t0)
         keys = output_keys(record["image_id"], champion.version)
         rendered = render_outputs(
             object_store, record, prob, brand, keys, config.jpeg_quality,
-            image=full, png_compress_level=config.png_compress_level, stages=stages, data=data, writer=writer,
+            image=full, png_compress_level=config.png_compress_level, stages=stages, data=data, writer=writer, signals=True,
         )
-        return {**record, **signals, **rendered}
+        return {**record, **rendered}
 
     processes = _process_count(config.processes, device.type)
     # With worker processes this thread is the one lane: it runs the model, they do the rest.
@@ -490,7 +500,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
         write_rendered(object_store, keys, rendered, writer)
         if position == 0:
             done[index] = []
-        done[index].append({**record, **rendered.signals, **keys, **rendered.row()})
+        done[index].append({**record, **output_columns(keys, rendered)})
 
     # OpenCV's thread pool is process-wide: with several lanes the lanes are the parallelism, and
     # OpenCV splitting each small image over every core on top of them would oversubscribe the CPU.
@@ -504,7 +514,7 @@ def ai_outputs(context: dg.AssetExecutionContext, config: InferenceConfig, raw_i
             with RenderProcesses(processes, RenderSettings(brand, config.jpeg_quality, config.png_compress_level)) as workers:
                 serve_in_processes(
                     workers, chunks, reader.take, forward, deliver, size,
-                    draft=lambda record: not 0 < int(record.get("width") or 0) * int(record.get("height") or 0) <= DECODE_ONCE_PIXELS,
+                    draft=lambda record: not _decoded_once(record),
                     ahead=2, add_seconds=stages.add,
                 )
         else:
