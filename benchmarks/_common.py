@@ -112,6 +112,31 @@ def run_phase(script: Path, phase: str, params: dict, timeout: float = 1800) -> 
     return result
 
 
+def catalog_photo_jpeg(index: int, size: int) -> bytes:
+    """A synthetic catalog photo at the model's input size (size x size), as a JPEG."""
+    import cv2
+
+    from ml.imageio import encode_jpeg
+    from ml.synthetic import generate_item
+
+    image = cv2.resize(generate_item(index, seed=8, max_side=size).image, (size, size), interpolation=cv2.INTER_AREA)
+    return encode_jpeg(image, quality=92)
+
+
+def large_photo_jpeg(index: int, rng, width: int = 6000, height: int = 4000) -> bytes:
+    """A supplier-sized photo (6000x4000 by default), as a JPEG: a synthetic product upscaled, with
+    sensor noise from ``rng`` (a numpy Generator), so that it carries a real photo's entropy."""
+    import cv2
+    import numpy as np
+
+    from ml.imageio import encode_jpeg
+    from ml.synthetic import generate_item
+
+    image = cv2.resize(generate_item(index, seed=9, max_side=1536).image, (width, height), interpolation=cv2.INTER_CUBIC)
+    noise = rng.integers(0, 9, size=image.shape, dtype=np.uint8)
+    return encode_jpeg(cv2.subtract(cv2.add(image, noise), np.full_like(image, 4)), quality=90)
+
+
 def emit(result: dict) -> None:
     """The child's answer to ``run_phase``: one JSON line on stdout."""
     sys.stdout.write("\n" + json.dumps(result) + "\n")

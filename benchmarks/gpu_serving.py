@@ -35,16 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import bench_dir, catalog_photo_jpeg, large_photo_jpeg  # noqa: E402
+
 #: (processes, images per pass, photos per task) of the runs at the model's size
 PLAN = [(12, 64, 16), (12, 64, 16), (12, 64, 8), (12, 64, 1), (12, 128, 16), (8, 64, 16), (15, 64, 16)]
 
 
 def _out_dir() -> Path:
-    if os.environ.get("OUT"):
-        return Path(os.environ["OUT"])
-    path = Path(os.environ.get("HITL_HOME", ROOT / ".hitl")).resolve() / "bench"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``$OUT`` (the device machine's folder that comes back), else ``$HITL_HOME/bench``."""
+    return Path(os.environ["OUT"]) if os.environ.get("OUT") else bench_dir()
 
 
 def export(path: Path, home: Path) -> None:
@@ -65,17 +64,15 @@ def export(path: Path, home: Path) -> None:
 
 
 def measure(champion: Path, device: str, images: int, large: int) -> dict:
-    import cv2
     import numpy as np
     import torch
 
     from ml.data import to_tensor_batch
-    from ml.imageio import encode_jpeg, load_rgb
+    from ml.imageio import load_rgb
     from ml.infer import inference_model, predict_probabilities
     from ml.model import build_model
     from ml.postprocess import BrandStandard
     from ml.render import RenderProcesses, RenderSettings, serve_in_processes
-    from ml.synthetic import generate_item
 
     cuda = device == "cuda"
     saved = torch.load(champion, map_location="cpu")
@@ -85,14 +82,9 @@ def measure(champion: Path, device: str, images: int, large: int) -> dict:
     size = saved["input_size"]
     report = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "architecture": saved["architecture"], "input_size": size, "images": images, "runs": []}
-    jpegs = [encode_jpeg(cv2.resize(generate_item(i, seed=8, max_side=size).image, (size, size), interpolation=cv2.INTER_AREA), quality=92)
-             for i in range(images)]
-    photos = []
+    jpegs = [catalog_photo_jpeg(i, size) for i in range(images)]  # as benchmarks/pipeline.py makes them
     rng = np.random.default_rng(0)
-    for i in range(large):  # as benchmarks/pipeline.py makes them: upscaled, with sensor noise
-        image = cv2.resize(generate_item(i, seed=9, max_side=1536).image, (6000, 4000), interpolation=cv2.INTER_CUBIC)
-        noise = rng.integers(0, 9, size=image.shape, dtype=np.uint8)
-        photos.append(encode_jpeg(cv2.subtract(cv2.add(image, noise), np.full_like(image, 4)), quality=90))
+    photos = [large_photo_jpeg(i, rng) for i in range(large)]
     decoded = [load_rgb(data, "bench.jpg") for data in jpegs]
 
     def best(run, repeats: int = 3) -> float:  # images per second, the first run a warm-up

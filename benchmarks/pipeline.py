@@ -62,7 +62,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import bench_dir, emit, machine, peak_rss_mib, rss_mib, run_phase, table, write_json  # noqa: E402
+from benchmarks._common import bench_dir, catalog_photo_jpeg, emit, large_photo_jpeg, machine, peak_rss_mib, rss_mib, run_phase, table, write_json  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 LARGE_SIZE = (6000, 4000)  # width, height
@@ -111,17 +111,14 @@ def _retire_outputs(work: Path) -> None:
 
 def phase_setup(params: dict) -> dict:
     """Register a champion and write the benchmark batches' images and manifests to a temporary object store."""
-    import cv2
     import mlflow
     import numpy as np
     import pandas as pd
     import torch
 
     from hitl_assets.assets.training import TrainingConfig
-    from ml.imageio import encode_jpeg
     from ml.infer import cpu_batch_size
     from ml.model import architecture_of, build_model
-    from ml.synthetic import generate_item
     from resources.tables import write_table
 
     work = Path(params["work"])
@@ -165,11 +162,7 @@ def phase_setup(params: dict) -> dict:
             })
         write_table(store, "raw_images", pd.DataFrame.from_records(records), batch)
 
-    small = []
-    for i in range(params["images"]):
-        image = generate_item(i, seed=8, max_side=size).image
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)  # at the model's input size
-        small.append((f"small-{i:05d}.jpg", encode_jpeg(image, quality=92), size, size))
+    small = [(f"small-{i:05d}.jpg", catalog_photo_jpeg(i, size), size, size) for i in range(params["images"])]
     manifest(small, "small")
     for n in params["stream"]:
         manifest(small, f"stream-{n}", rows=n)
@@ -178,13 +171,7 @@ def phase_setup(params: dict) -> dict:
     width, height = LARGE_SIZE
     rng = np.random.default_rng(0)
     for i in range(params["large"]):
-        image = generate_item(i, seed=9, max_side=1536).image
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
-        # sensor noise, so the JPEG carries a real photo's entropy rather than an upscaled smooth image
-        noise = rng.integers(0, 9, size=image.shape, dtype=np.uint8)
-        image = cv2.subtract(cv2.add(image, noise), np.full_like(image, 4))
-        large.append((f"large-{i:02d}.jpg", encode_jpeg(image, quality=90), width, height))
-        del image, noise
+        large.append((f"large-{i:02d}.jpg", large_photo_jpeg(i, rng, width, height), width, height))
     manifest(large, "large")
     return {"input_size": size, "cpu_batch_size": cpu_batch_size(size), "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
 
