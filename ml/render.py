@@ -173,6 +173,12 @@ class RenderProcesses:
         return sorted(self._pool._processes or ())
 
     def close(self, cancel: bool = False) -> None:
+        if getattr(self._pool, "_broken", False):
+            # A worker died: the pool's manager thread terminates and joins the others, and a worker
+            # that does not end on SIGTERM (seen once in CI, Python 3.11) would hang the join and
+            # this shutdown with it. SIGKILL ends every one.
+            for process in list((self._pool._processes or {}).values()):
+                process.kill()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> "RenderProcesses":
