@@ -98,7 +98,9 @@ def run_phase(script: Path, phase: str, params: dict, timeout: float = 1800) -> 
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(script), "--phase", phase, "--params", json.dumps(params)],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        # the repository first, then the caller's own path (packages installed outside the environment, say)
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)},
     )
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])

@@ -41,7 +41,11 @@ architecture the nightly retraining builds, at the size ``segmentation_model`` r
 serve at. ``--champion-home DIR`` uses DIR's champion whatever its network.
 The forward pass costs the same whatever the weights, but a random network's probabilities are
 near 0.5 everywhere, so every pixel is "edge" and post-processing costs more than on real masks
-(the report's ``champion`` says which was used). Writes ``$HITL_HOME/bench/pipeline.json``.
+(the report's ``champion`` says which was used). ``--champion-file FILE`` takes the champion from
+a file saved by ``benchmarks/gpu_serving.py --export`` instead, for a machine without the learning
+curve's home (a lent GPU machine). On CUDA the bare pass tries 16 to 128 images per pass, and the
+compiled pairs are skipped (``compile_model`` compiles for the CPU; on CUDA ai_outputs runs eager).
+Writes ``$HITL_HOME/bench/pipeline.json``.
 
     .venv/bin/python benchmarks/pipeline.py            # full run (about 11-13 minutes on 2 cores)
     .venv/bin/python benchmarks/pipeline.py --quick    # small sizes, about a minute
@@ -116,15 +120,18 @@ def phase_setup(params: dict) -> dict:
     import pandas as pd
     import torch
 
+    from hitl_assets.assets.inference import _default_batch_size, _process_count
     from hitl_assets.assets.training import TrainingConfig
-    from ml.infer import cpu_batch_size
-    from ml.model import architecture_of, build_model
+    from ml.model import architecture_of, build_model, select_device
     from resources.tables import write_table
 
     work = Path(params["work"])
     store, registry = _stores(work)
     nightly = TrainingConfig()
-    trained = _trained_champion(params.get("champion_home"))
+    if params.get("champion_file"):
+        trained = _exported_champion(params["champion_file"])
+    else:
+        trained = _trained_champion(params.get("champion_home"))
     source = "random weights"
     if trained is not None and params.get("nightly_architecture_only") and architecture_of(trained.model) != nightly.architecture:
         # e.g. a learning curve on the demo's budget (LRASPP): measure the nightly network instead
@@ -133,7 +140,8 @@ def phase_setup(params: dict) -> dict:
     if trained is not None:
         # a trained champion: its masks are what post-processing meets on a real catalog
         size = int(params.get("input_size") or trained.input_size)
-        model, source = trained.model.eval(), f"trained, {Path(params['champion_home']).name} v{trained.version}"
+        home = params.get("champion_file") or params["champion_home"]
+        model, source = trained.model.eval(), f"trained, {Path(home).name} v{trained.version}"
     else:
         # random weights cost the same forward pass, but every pixel comes out near 0.5: the whole
         # photo is "edge", so refinement, signals and the cut-out's encoding cost more than on real masks
@@ -173,7 +181,25 @@ def phase_setup(params: dict) -> dict:
     for i in range(params["large"]):
         large.append((f"large-{i:02d}.jpg", large_photo_jpeg(i, rng, width, height), width, height))
     manifest(large, "large")
-    return {"input_size": size, "cpu_batch_size": cpu_batch_size(size), "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+    device = select_device("auto").type
+    # ai_outputs' own images per pass on this device (4 at 256 px on the CPU, 64 on CUDA with worker processes)
+    serving_batch_size = _default_batch_size(device, size, _process_count(None, device))
+    return {"input_size": size, "device": device, "serving_batch_size": serving_batch_size, "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
+
+
+def _exported_champion(path: str):
+    """The champion saved by ``benchmarks/gpu_serving.py --export`` (a state dict that loads without
+    MLflow): for a machine without the learning curve's home, such as a lent GPU machine."""
+    import types
+
+    import torch
+
+    from ml.model import build_model
+
+    saved = torch.load(path, map_location="cpu")
+    model = build_model(architecture=saved["architecture"])
+    model.load_state_dict(saved["state_dict"])
+    return types.SimpleNamespace(model=model, input_size=int(saved["input_size"]), version=saved["version"])
 
 
 def _trained_champion(home: str | None):
@@ -349,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compiled", type=int, help="(bare, ai_outputs) pairs with the model compiled by Inductor (compile_model 'on'), after the eager ones (default 1; 0 skips)")
     parser.add_argument("--architecture", help="network of a randomly initialised benchmark champion (default: the nightly retraining's, TrainingConfig().architecture); implies --champion-home ''")
     parser.add_argument("--champion-home", help="HITL home whose champion is benchmarked, whatever its network (default: the learning curve's, $HITL_HOME/bench/learning_curve_home, when it holds the nightly network; '' for random weights)")
+    parser.add_argument("--champion-file", help="a champion saved by benchmarks/gpu_serving.py --export (a state dict; for a machine without the learning curve's home, such as a lent GPU machine); overrides --champion-home")
     parser.add_argument("--input-size", type=int, help="serve the champion at this many pixels instead of the size it is registered to serve at")
     parser.add_argument("--out", type=Path, help="JSON path (default $HITL_HOME/bench/pipeline.json)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
@@ -375,14 +402,19 @@ def main(argv: list[str] | None = None) -> dict:
     if champion_home is None:
         champion_home = "" if args.architecture else str(bench_dir() / "learning_curve_home")
     # the default home is used only when it holds the nightly network (a named one always)
-    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home, "nightly_architecture_only": args.champion_home is None, "input_size": args.input_size}
+    base = {"work": str(work), "architecture": args.architecture, "champion_home": champion_home, "nightly_architecture_only": args.champion_home is None,
+            "input_size": args.input_size, "champion_file": args.champion_file}
     log = lambda message: print(f"[pipeline] {message}", flush=True)  # noqa: E731
     try:
         log(f"set-up: champion and {n_images} + {n_large} large + streaming batches {stream}")
         setup = run_phase(SCRIPT, "setup", {**base, "images": n_images, "large": n_large, "stream": stream})
-        # ai_outputs' own choice on the CPU (4 at 256 px; from the set-up child, so that this
-        # process does not import torch) and the sizes around it
-        sizes = sorted({setup["cpu_batch_size"], 4, 8, 16})
+        # ai_outputs' own images per pass (4 at 256 px on the CPU, 64 on CUDA; from the set-up
+        # child, so that this process does not import torch) and the sizes around it
+        cuda = setup["device"] == "cuda"
+        sizes = sorted({setup["serving_batch_size"], *((16, 32, 64, 128) if cuda else (4, 8, 16))})
+        if cuda and compiled_pairs:
+            log("compiled pairs skipped: compile_model compiles for the CPU (ml.infer.compile_for_cpu); on CUDA ai_outputs runs eager")
+            compiled_pairs = 0
         bare_params = {**base, "batch": "small", "batch_sizes": sizes, "repeats": 1}
         bare_runs, pipe_runs, steal = [], [], []
         for pair in range(pairs):
