@@ -43,3 +43,28 @@ def test_adopting_a_calibrator_from_an_unknown_run_fails_and_changes_nothing(mod
     with pytest.raises(MlflowException):
         model_registry.adopt_calibrator(version, "0" * 32, "typo")
     assert model_registry.load_version(version).calibrator is None
+
+
+def test_a_logged_version_loads_from_mlflow_and_states_its_pinned_requirements(model_registry):
+    """What an ML engineer loads from the registry: the pt2 model, serving the same probabilities as the
+    state dict the pipeline loads, with requirements pinned to this environment (stated, not inferred)."""
+    from importlib.metadata import version as installed
+
+    import mlflow.pyfunc
+
+    torch.manual_seed(0)
+    model_registry.activate()
+    with mlflow.start_run(run_name="bootstrap"):
+        version = model_registry.log_model(build_model().eval(), 64, tags={"gold_iou": "0.8"})
+    uri = f"models:/{model_registry.model_name}/{version}"
+    requirements = mlflow.pyfunc.get_model_dependencies(uri)
+    with open(requirements) as lines:
+        pinned = {line.split("==")[0]: line.strip().split("==")[1] for line in lines if "==" in line}
+    for package in ("mlflow", "torch", "numpy", "pandas", "cloudpickle"):
+        assert pinned[package] == installed(package)
+
+    images = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    served = mlflow.pyfunc.load_model(uri).predict(images)
+    with torch.no_grad():
+        expected = torch.sigmoid(model_registry.load_version(version).model.eval()(torch.from_numpy(images))["out"]).numpy()
+    assert np.allclose(served, expected, atol=1e-5)
