@@ -19,15 +19,34 @@ from resources.tables import write_table
 SIZES = [(96, 96), (160, 120), (64, 200), (300, 220), (128, 128)]
 
 
-@pytest.fixture
-def batch_with_champion(object_store, model_registry):
+@pytest.fixture(scope="module")
+def champion_registry(tmp_path_factory):
+    """One registry with a random-weight champion for the module: these tests only read it, and
+    logging a model (torch.export, MLflow's serving check) takes 10-15 s on 2 cores."""
     import torch
 
+    from resources import ModelRegistry
+
+    root = tmp_path_factory.mktemp("registry")
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "mlartifacts"))
     torch.manual_seed(0)
-    model_registry.activate()
+    registry.activate()
     with mlflow.start_run(run_name="test-champion"):
-        version = model_registry.log_model(build_model().eval(), 64, tags={"gold_iou": "0", "mode": "test"})
-    model_registry.promote(version, "test champion", actor="test")
+        version = registry.log_model(build_model().eval(), 64, tags={"gold_iou": "0", "mode": "test"})
+    registry.promote(version, "test champion", actor="test")
+    return registry
+
+
+@pytest.fixture
+def model_registry(champion_registry):
+    """This module's tests share the champion's registry (conftest's gives each test an empty one)."""
+    champion_registry.activate()
+    return champion_registry
+
+
+@pytest.fixture
+def batch_with_champion(object_store, model_registry):
+    version = model_registry.champion_version().version
     records = []
     for i, (width, height) in enumerate(SIZES):
         import cv2
