@@ -9,7 +9,8 @@ separately ``--large`` photos of 6000x4000 pixels) it measures
 * ``ai_outputs`` materialised through Dagster for that batch, end to end (``dg.materialize``:
   run set-up, champion loaded from the MLflow registry, reading the batch's manifest, decoding,
   resizing, forward pass, mask upsampling and edge refinement, colour correction, shadow,
-  composite, PNG/JPEG encoding, object-store writes, writing the output table),
+  composite, PNG/JPEG encoding, object-store writes, writing the output table), at the images
+  per pass it serves at (its own default: 4 at 256 px on the CPU, 64 on CUDA),
 
 and reports images per second for both and their ratio, ai_outputs' per-stage seconds (summed
 over the threads that ran them, so they may add up to more than the wall time), peak RSS, the
@@ -411,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
         # ai_outputs' own images per pass (4 at 256 px on the CPU, 64 on CUDA; from the set-up
         # child, so that this process does not import torch) and the sizes around it
         cuda = setup["device"] == "cuda"
+        serving = setup["serving_batch_size"]
         sizes = sorted({setup["serving_batch_size"], *((16, 32, 64, 128) if cuda else (4, 8, 16))})
         if cuda and compiled_pairs:
             log("compiled pairs skipped: compile_model compiles for the CPU (ml.infer.compile_for_cpu); on CUDA ai_outputs runs eager")
@@ -430,7 +432,9 @@ def main(argv: list[str] | None = None) -> dict:
             middle = _steal_seconds()
             log("ai_outputs through Dagster" + again)
             # eager, whatever the batch's size: the compiled model is measured on its own below
-            pipe_runs.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": bare_runs[0]["best_batch_size"], "compile_model": "off"}))
+            # at the images per pass ai_outputs serves at, whatever won the bare sweep: on 2026-12-04
+            # the sweep's best was 8 once, and ai_outputs' lanes ran 5-10 % slower at 8 than at their 4
+            pipe_runs.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": serving, "compile_model": "off"}))
             steal.append((middle - before, _steal_seconds() - middle))
         bare_before = bare_runs[0]
         bare = max(bare_runs, key=lambda r: r["ips"])
@@ -440,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
         for pair in range(compiled_pairs):
             log(f"compiled model (Inductor): bare forward pass, then ai_outputs (pair {pair + 1} of {compiled_pairs})")
             compiled_bare.append(run_phase(SCRIPT, "bare", {**bare_params, **best, "compiled": True}))
-            compiled_pipe.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": bare_before["best_batch_size"], "compile_model": "on"}))
+            compiled_pipe.append(run_phase(SCRIPT, "pipeline", {**base, "batch": "small", "batch_size": serving, "compile_model": "on"}))
         large = None
         if n_large:
             log(f"ai_outputs on {n_large} photos of {LARGE_SIZE[0]}x{LARGE_SIZE[1]}")
@@ -450,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
         for n in stream:
             log(f"streaming: ai_outputs on {n} images")
             # eager at every size: "auto" would compile the larger batches only, and memory is compared like for like
-            r = run_phase(SCRIPT, "pipeline", {**base, "batch": f"stream-{n}", "batch_size": bare_before["best_batch_size"], "compile_model": "off"})
+            r = run_phase(SCRIPT, "pipeline", {**base, "batch": f"stream-{n}", "batch_size": serving, "compile_model": "off"})
             streaming.append({"images": n, "peak_rss_mib": r["peak_rss_mib"], "beyond_model_mib": r["beyond_model_mib"],
                               "seconds": r["seconds"], "ips": r["ips"]})
     finally:
@@ -469,6 +473,7 @@ def main(argv: list[str] | None = None) -> dict:
         "bare_forward_ips_by_batch_size": bare_before["by_batch_size"],  # every batch size and layout tried
         "bare_forward_ips_runs": [r["ips"] for r in bare_runs],
         "pipeline_ips": pipe["ips"],
+        "pipeline_batch_size": serving,  # ai_outputs' own images per pass, which its runs use
         "pipeline_ips_runs": [r["ips"] for r in pipe_runs],
         "ratio": ratio,
         # each pair's own ratio (its bare pass, then its ai_outputs run): their spread is the machine's noise
@@ -532,7 +537,7 @@ def _compiled_report(bare_runs: list[dict], pipe_runs: list[dict], eager_pipe: d
 def summary_table(r: dict) -> str:
     rows = [
         ["bare forward", f"{r['bare_forward_ips']:.1f} img/s", f"batch {r['bare_forward_batch_size']}" + (f" x {r['bare_forward_lanes']} lanes" if r.get("bare_forward_lanes", 1) > 1 else "") + f", {r['images']} images at {r['input_size']} px; champion: {r.get('champion', 'random weights')}"],
-        ["ai_outputs (Dagster, end to end)", f"{r['pipeline_ips']:.1f} img/s", f"ratio {r['ratio']:.3f} (CPU-time ratio {r['ratio_cpu']:.3f}); steady state {r['pipeline_steady_ips']:.1f} img/s"],
+        ["ai_outputs (Dagster, end to end)", f"{r['pipeline_ips']:.1f} img/s", (f"batch {r['pipeline_batch_size']}; " if "pipeline_batch_size" in r else "") + f"ratio {r['ratio']:.3f} (CPU-time ratio {r['ratio_cpu']:.3f}); steady state {r['pipeline_steady_ips']:.1f} img/s"],
         ["peak RSS", f"{r['peak_rss_mib']:.0f} MiB", ""],
     ]
     if len(r.get("pair_ratios", ())) > 1:
