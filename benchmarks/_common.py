@@ -139,6 +139,22 @@ def large_photo_jpeg(index: int, rng, width: int = 6000, height: int = 4000) -> 
     return encode_jpeg(cv2.subtract(cv2.add(image, noise), np.full_like(image, 4)), quality=90)
 
 
+def exported_champion(path):
+    """The champion saved by ``benchmarks/gpu_serving.py --export``, a state dict that loads without
+    MLflow (for a machine without the learning curve's home, such as a lent GPU machine): a
+    namespace of ``model`` (on the CPU), ``architecture``, ``input_size`` and ``version``."""
+    import types
+
+    import torch
+
+    from ml.model import build_model
+
+    saved = torch.load(path, map_location="cpu")
+    model = build_model(architecture=saved["architecture"])
+    model.load_state_dict(saved["state_dict"])
+    return types.SimpleNamespace(model=model, architecture=saved["architecture"], input_size=int(saved["input_size"]), version=saved["version"])
+
+
 def emit(result: dict) -> None:
     """The child's answer to ``run_phase``: one JSON line on stdout."""
     sys.stdout.write("\n" + json.dumps(result) + "\n")

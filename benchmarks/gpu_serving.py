@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import bench_dir, catalog_photo_jpeg, large_photo_jpeg  # noqa: E402
+from benchmarks._common import bench_dir, catalog_photo_jpeg, exported_champion, large_photo_jpeg  # noqa: E402
 
 #: (processes, images per pass, photos per task) of the runs at the model's size
 PLAN = [(12, 64, 16), (12, 64, 16), (12, 64, 8), (12, 64, 1), (12, 128, 16), (8, 64, 16), (15, 64, 16)]
@@ -70,18 +70,15 @@ def measure(champion: Path, device: str, images: int, large: int) -> dict:
     from ml.data import to_tensor_batch
     from ml.imageio import load_rgb
     from ml.infer import inference_model, predict_probabilities
-    from ml.model import build_model
     from ml.postprocess import BrandStandard
     from ml.render import RenderProcesses, RenderSettings, serve_in_processes
 
     cuda = device == "cuda"
-    saved = torch.load(champion, map_location="cpu")
-    model = build_model(architecture=saved["architecture"])
-    model.load_state_dict(saved["state_dict"])
-    model = inference_model(model, inplace=True).to(device)
-    size = saved["input_size"]
+    saved = exported_champion(champion)
+    model = inference_model(saved.model, inplace=True).to(device)
+    size = saved.input_size
     report = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "cpu_count": os.cpu_count(), "torch": torch.__version__,
-              "architecture": saved["architecture"], "input_size": size, "images": images, "runs": []}
+              "architecture": saved.architecture, "input_size": size, "images": images, "runs": []}
     jpegs = [catalog_photo_jpeg(i, size) for i in range(images)]  # as benchmarks/pipeline.py makes them
     rng = np.random.default_rng(0)
     photos = [large_photo_jpeg(i, rng) for i in range(large)]

@@ -67,7 +67,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import bench_dir, catalog_photo_jpeg, emit, large_photo_jpeg, machine, peak_rss_mib, rss_mib, run_phase, table, write_json  # noqa: E402
+from benchmarks._common import bench_dir, catalog_photo_jpeg, emit, exported_champion, large_photo_jpeg, machine, peak_rss_mib, rss_mib, run_phase, table, write_json  # noqa: E402
 
 SCRIPT = Path(__file__).resolve()
 LARGE_SIZE = (6000, 4000)  # width, height
@@ -130,7 +130,7 @@ def phase_setup(params: dict) -> dict:
     store, registry = _stores(work)
     nightly = TrainingConfig()
     if params.get("champion_file"):
-        trained = _exported_champion(params["champion_file"])
+        trained = exported_champion(params["champion_file"])
     else:
         trained = _trained_champion(params.get("champion_home"))
     source = "random weights"
@@ -186,21 +186,6 @@ def phase_setup(params: dict) -> dict:
     # ai_outputs' own images per pass on this device (4 at 256 px on the CPU, 64 on CUDA with worker processes)
     serving_batch_size = _default_batch_size(device, size, _process_count(None, device))
     return {"input_size": size, "device": device, "serving_batch_size": serving_batch_size, "model_version": version, "architecture": architecture_of(model), "champion": source, "large_mean_bytes": float(np.mean([len(d) for _, d, _, _ in large])) if large else 0.0}
-
-
-def _exported_champion(path: str):
-    """The champion saved by ``benchmarks/gpu_serving.py --export`` (a state dict that loads without
-    MLflow): for a machine without the learning curve's home, such as a lent GPU machine."""
-    import types
-
-    import torch
-
-    from ml.model import build_model
-
-    saved = torch.load(path, map_location="cpu")
-    model = build_model(architecture=saved["architecture"])
-    model.load_state_dict(saved["state_dict"])
-    return types.SimpleNamespace(model=model, input_size=int(saved["input_size"]), version=saved["version"])
 
 
 def _trained_champion(home: str | None):
@@ -413,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
         # child, so that this process does not import torch) and the sizes around it
         cuda = setup["device"] == "cuda"
         serving = setup["serving_batch_size"]
-        sizes = sorted({setup["serving_batch_size"], *((16, 32, 64, 128) if cuda else (4, 8, 16))})
+        sizes = sorted({serving, *((16, 32, 64, 128) if cuda else (4, 8, 16))})
         if cuda and compiled_pairs:
             log("compiled pairs skipped: compile_model compiles for the CPU (ml.infer.compile_for_cpu); on CUDA ai_outputs runs eager")
             compiled_pairs = 0
