@@ -18,7 +18,9 @@ mean seconds and memory beyond the model for 6000x4000 photos, and peak RSS of a
 and 5,000 images (streaming: it must not grow with the batch). Training throughput is
 ``benchmarks/training_speed.py``.
 
-Every measurement runs in its own subprocess (its own peak RSS). The bare forward pass and the
+Every measurement runs in its own subprocess (its own peak RSS). First a sweep runs the bare
+forward pass at every batch size and layout, twice each, and picks the fastest setting; its runs
+only pick. Then the bare forward pass (at that setting) and the
 pipeline run are measured in ``--pairs`` alternating pairs (bare, pipeline, bare, pipeline, ...;
 4 by default) and the fastest run of each side is kept, as ``timeit`` keeps the fastest repeat:
 on a shared 2-core VM identical runs differ by 10-40 % (other guests' load, stolen CPU), and
