@@ -31,6 +31,27 @@ def model_registry(tmp_path) -> ModelRegistry:
     return ModelRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_location=str(tmp_path / "mlartifacts"))
 
 
+@pytest.fixture(scope="module")
+def champion_registry(tmp_path_factory) -> ModelRegistry:
+    """A registry whose champion is an untrained (but real) U-Net at 64 px, one per test module.
+
+    For tests that only read the champion: logging a model (torch.export, MLflow's serving check)
+    takes 10-15 s on 2 cores, so a module's tests share one.
+    """
+    import mlflow
+
+    from ml.model import build_model
+
+    root = tmp_path_factory.mktemp("registry")
+    registry = ModelRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "mlartifacts"))
+    registry.activate()
+    torch.manual_seed(0)
+    with mlflow.start_run(run_name="test-champion"):
+        version = registry.log_model(build_model().eval(), input_size=64, tags={"gold_iou": "0.5"})
+    registry.promote(version, "test champion", actor="tests")
+    return registry
+
+
 @pytest.fixture
 def hitl_resources(object_store, review_store, model_registry) -> dict:
     """The full resource set of the definitions, on temporary embedded stores."""

@@ -1,7 +1,6 @@
 """ai_outputs streams chunks through the model (issue 8): results do not depend on the chunking, memory is bounded by it."""
 
 import dagster as dg
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,30 +10,11 @@ from hitl_assets.assets.inference import STAGES, StageTimer, ai_outputs
 from hitl_assets.assets.ingest import raw_images
 from hitl_assets.partitions import batches
 from ml.imageio import decode_mask, encode_jpeg
-from ml.model import build_model
 from ml.synthetic import generate_item
 from resources import ParquetIOManager
 from resources.tables import write_table
 
 SIZES = [(96, 96), (160, 120), (64, 200), (300, 220), (128, 128)]
-
-
-@pytest.fixture(scope="module")
-def champion_registry(tmp_path_factory):
-    """One registry with a random-weight champion for the module: these tests only read it, and
-    logging a model (torch.export, MLflow's serving check) takes 10-15 s on 2 cores."""
-    import torch
-
-    from resources import ModelRegistry
-
-    root = tmp_path_factory.mktemp("registry")
-    registry = ModelRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "mlartifacts"))
-    torch.manual_seed(0)
-    registry.activate()
-    with mlflow.start_run(run_name="test-champion"):
-        version = registry.log_model(build_model().eval(), 64, tags={"gold_iou": "0", "mode": "test"})
-    registry.promote(version, "test champion", actor="test")
-    return registry
 
 
 @pytest.fixture

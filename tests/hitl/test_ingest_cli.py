@@ -176,25 +176,6 @@ def test_symlinked_batch_folders_and_loose_files_are_never_ingested(tmp_path, ob
 # ----------------------------------------------------------------------------- hitl ingest
 
 
-@pytest.fixture(scope="module")
-def champion_registry(tmp_path_factory) -> ModelRegistry:
-    """An untrained (but real) champion in its own registry, shared by the CLI tests: ingest needs one to run."""
-    import mlflow
-
-    from ml.model import build_model
-
-    root = tmp_path_factory.mktemp("registry")
-    registry = ModelRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "mlartifacts"))
-    registry.activate()
-    import torch
-
-    torch.manual_seed(0)
-    with mlflow.start_run(run_name="test-champion"):
-        version = registry.log_model(build_model().eval(), input_size=64, tags={"gold_iou": "0.5"})
-    registry.promote(version, "test champion", actor="tests")
-    return registry
-
-
 def cli_env(tmp_path: Path, registry: ModelRegistry | None) -> dict:
     home = tmp_path / "home"
     env = {"HITL_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
