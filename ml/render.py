@@ -12,7 +12,9 @@ per photo (some 500 numpy and OpenCV calls); in threads of one process it is bou
 Worker processes are forked from a fork server that loads only the main script and this module
 (numpy, OpenCV, Pillow; no torch), so each starts in a fraction of a second and none inherits the
 model's process state (threads, CUDA, the model). The photos' bytes go to the workers, and back come small
-arrays (the model's inputs) and encoded files: no decoded full-size photo crosses a process.
+arrays (the model's inputs) and encoded files: no decoded full-size photo crosses a process, except
+one already at the model's size, which is its own model input: that array goes back to a worker to
+be rendered, in place of the bytes, so that such a photo is decoded once.
 
 No Dagster and no torch import here: this is pure ML code.
 """
@@ -78,8 +80,15 @@ class Rendered:
 def model_input(data: bytes, name: str, size: int, draft: bool) -> np.ndarray:
     """The (size, size, 3) model input of a photo's bytes: a draft-mode decode (longer side at most
     ``2 * size``) for large photos, a full decode otherwise; ``ImageRejected`` names ``name``."""
+    return _decode_for_model(data, name, size, draft)[0]
+
+
+def _decode_for_model(data: bytes, name: str, size: int, draft: bool) -> tuple[np.ndarray, bool]:
+    """(``model_input``, whether it is the whole photo): a full decode already at the model's size
+    is its own model input."""
     image = load_rgb(data, name, max_side=size * 2) if draft else load_rgb(data, name)
-    return resize_for_model(image, size)
+    made = resize_for_model(image, size)  # the image itself when it has the model's size
+    return made, not draft and made is image
 
 
 def render(
@@ -121,22 +130,24 @@ def render(
     return rendered
 
 
-def render_photo(data: bytes, name: str, prob: np.ndarray, settings: RenderSettings) -> Rendered:
-    """Decode a photo's bytes at full size and ``render`` it with its quality signals (a worker's task)."""
+def render_photo(photo: bytes | np.ndarray, name: str, prob: np.ndarray, settings: RenderSettings) -> Rendered:
+    """``render`` a photo, given as its bytes (decoded here at full size) or already decoded, with its
+    quality signals (a worker's task)."""
     t0 = time.perf_counter()
-    image = load_rgb(data, name)
+    image = photo if isinstance(photo, np.ndarray) else load_rgb(photo, name)
     timings = {"read_decode": time.perf_counter() - t0}
     return render(image, prob, settings, signals=True, timings=timings)
 
 
-def _model_inputs(datas: list[bytes], names: list[str], size: int, drafts: list[bool]) -> tuple[list[np.ndarray], float]:
+def _model_inputs(datas: list[bytes], names: list[str], size: int, drafts: list[bool]) -> tuple[list[np.ndarray], list[bool], float]:
+    """(the photos' model inputs, which of them are the whole photo, seconds they took)."""
     t0 = time.perf_counter()
-    inputs = [model_input(data, name, size, draft) for data, name, draft in zip(datas, names, drafts)]
-    return inputs, time.perf_counter() - t0
+    made = [_decode_for_model(data, name, size, draft) for data, name, draft in zip(datas, names, drafts)]
+    return [image for image, _ in made], [whole for _, whole in made], time.perf_counter() - t0
 
 
-def _render_photos(datas: list[bytes], names: list[str], probs: np.ndarray, settings: RenderSettings) -> list[Rendered]:
-    return [render_photo(data, name, prob, settings) for data, name, prob in zip(datas, names, probs)]
+def _render_photos(photos: list[bytes | np.ndarray], names: list[str], probs: np.ndarray, settings: RenderSettings) -> list[Rendered]:
+    return [render_photo(photo, name, prob, settings) for photo, name, prob in zip(photos, names, probs)]
 
 
 def _start_worker() -> None:
@@ -161,12 +172,14 @@ class RenderProcesses:
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker)
 
     def model_inputs(self, datas: list[bytes], names: list[str], size: int, drafts: list[bool]) -> Future:
-        """Future of (the photos' model inputs, seconds they took): ``model_input`` for each."""
+        """Future of (the photos' model inputs, which of them are the whole photo, seconds they took):
+        ``model_input`` for each; a photo decoded in full at the model's size is its own input."""
         return self._pool.submit(_model_inputs, datas, names, size, drafts)
 
-    def render(self, datas: list[bytes], names: list[str], probs: np.ndarray) -> Future:
-        """Future of the photos' ``Rendered`` outputs (with quality signals): ``render_photo`` for each."""
-        return self._pool.submit(_render_photos, datas, names, probs, self.settings)
+    def render(self, photos: list[bytes | np.ndarray], names: list[str], probs: np.ndarray) -> Future:
+        """Future of the photos' ``Rendered`` outputs (with quality signals): ``render_photo`` for each
+        photo, given as its bytes or decoded."""
+        return self._pool.submit(_render_photos, photos, names, probs, self.settings)
 
     def pids(self) -> list[int]:
         """The worker processes' ids (those started so far)."""
@@ -225,7 +238,8 @@ def serve_in_processes(
     returns chunk ``i``'s photos' bytes; ``forward(inputs)`` returns their probability maps
     (N, size, size); ``draft(record)`` says whether the model input may come from a reduced
     decode (a large photo). The inputs of the next ``ahead`` chunks are decoded while the model
-    runs on one. Workers get up to ``photos_per_task`` small photos at a time (each task costs
+    runs on one. A photo already at the model's size comes back as its own model input and goes
+    to be rendered as that array, not as its bytes: it is decoded once. Workers get up to ``photos_per_task`` small photos at a time (each task costs
     this process a round trip), and each large photo alone. ``deliver(chunk, position,
     rendered)`` is called in this thread, in the chunks' order, as outputs come back. At most
     about two chunks' and two rounds of the workers' renders wait, so memory is bounded by the
@@ -266,20 +280,23 @@ def serve_in_processes(
                 prepared[queued] = (datas, tasks)
                 queued += 1
             datas, tasks = prepared.pop(index)
+            photos: list[bytes | np.ndarray] = list(datas)
             inputs: list[np.ndarray] = []
-            for _, _, future in tasks:
-                made, seconds = future.result()
+            for a, _, future in tasks:
+                made, whole, seconds = future.result()
                 add("read_decode", seconds)
                 inputs.extend(made)
+                for offset in (offset for offset, is_whole in enumerate(whole) if is_whole):
+                    photos[a + offset] = made[offset]
             t0 = clock()
             probs = forward(inputs)
             add("forward", clock() - t0)
             del inputs
             names = [r["file"] for r in chunks[index]]
             for a, b, _ in tasks:
-                rendering.append((index, a, workers.render(datas[a:b], names[a:b], probs[a:b])))
+                rendering.append((index, a, workers.render(photos[a:b], names[a:b], probs[a:b])))
                 waiting[0] += b - a
-            del datas, probs
+            del datas, photos, probs
             settle(most)
         settle(0)
 

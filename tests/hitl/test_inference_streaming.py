@@ -14,7 +14,8 @@ from ml.synthetic import generate_item
 from resources import ParquetIOManager
 from resources.tables import write_table
 
-SIZES = [(96, 96), (160, 120), (64, 200), (300, 220), (128, 128)]
+# the last has the model's input size (64): its model input is the whole photo
+SIZES = [(96, 96), (160, 120), (64, 200), (300, 220), (128, 128), (64, 64)]
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ml.imageio import ImageRejected, decode_mask, encode_jpeg, load_rgb, resize_for_model
+from ml.imageio import ImageRejected, decode_mask, encode_jpeg, encode_png_fast, load_rgb, resize_for_model
 from ml.postprocess import BrandStandard, postprocess
 from ml.quality import SIGNALS, quality_signals
 from ml.render import RenderProcesses, RenderSettings, model_input, render, render_photo, serve_in_processes
@@ -88,6 +88,32 @@ def test_worker_processes_serve_every_chunk_in_order_with_bounded_work_in_flight
         assert rendered.mask_png == here.mask_png and rendered.composite_jpg == here.composite_jpg
         assert rendered.signals == here.signals
     assert {"read_decode", "forward", "signals", "refine", "composite", "encode"} <= set(seconds)
+
+
+def test_a_photo_at_the_models_size_is_decoded_once_and_rendered_from_its_model_input():
+    # photos 0 and 2 have the model's size, 1 and 3 not; photo 3 is a large one, decoded in draft mode
+    records, datas = [], []
+    for i in range(4):
+        image = generate_item(i, seed=6, max_side=96).image
+        records.append({"file": f"photo-{i}.png", "index": i})
+        datas.append(encode_png_fast(cv2.resize(image, (SIZE, SIZE)) if i % 2 == 0 else image, 1))
+    drafts = [i == 3 for i in range(4)]
+    delivered = []
+    with RenderProcesses(1, SETTINGS) as workers:
+        inputs, whole, _ = workers.model_inputs(datas, [r["file"] for r in records], SIZE, drafts).result()
+        serve_in_processes(workers, [records[:2], records[2:]], lambda i: datas[2 * i : 2 * i + 2], _darkness,
+                           lambda *args: delivered.append(args), SIZE, draft=lambda record: record["index"] == 3)
+    assert whole == [True, False, True, False]
+    assert np.array_equal(inputs[0], load_rgb(datas[0], "photo-0.png"))
+    for (index, position, rendered), record, small in zip(delivered, records, inputs):
+        assert (index, position) == divmod(record["index"], 2)
+        here = render_photo(datas[record["index"]], record["file"], _darkness([small])[0], SETTINGS)
+        assert (rendered.mask_png, rendered.cutout_png, rendered.composite_jpg) == (here.mask_png, here.cutout_png, here.composite_jpg)
+        assert rendered.signals == here.signals
+    # the decoded photo renders as its bytes do
+    from_array = render_photo(inputs[2], "photo-2.png", _darkness([inputs[2]])[0], SETTINGS)
+    from_bytes = render_photo(datas[2], "photo-2.png", _darkness([inputs[2]])[0], SETTINGS)
+    assert (from_array.mask_png, from_array.composite_jpg) == (from_bytes.mask_png, from_bytes.composite_jpg)
 
 
 def test_a_photo_that_does_not_decode_in_a_worker_is_raised_by_name():
