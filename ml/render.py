@@ -235,17 +235,17 @@ def serve_in_processes(
     """Run the model on every chunk in this thread while ``workers`` decode and render around it.
 
     ``chunks`` are lists of records (``"file"`` names the photo in errors); ``read_chunk(i)``
-    returns chunk ``i``'s photos' bytes; ``forward(inputs)`` returns their probability maps
-    (N, size, size); ``draft(record)`` says whether the model input may come from a reduced
-    decode (a large photo). The inputs of the next ``ahead`` chunks are decoded while the model
-    runs on one. A photo already at the model's size comes back as its own model input and goes
-    to be rendered as that array, not as its bytes: it is decoded once. Workers get up to ``photos_per_task`` small photos at a time (each task costs
-    this process a round trip), and each large photo alone. ``deliver(chunk, position,
-    rendered)`` is called in this thread, in the chunks' order, as outputs come back. At most
-    about two chunks' and two rounds of the workers' renders wait, so memory is bounded by the
-    chunk size and the number of workers, not by the batch. A worker's error (an undecodable
-    photo) is raised here, and a worker that died (out of memory) as a ``RuntimeError`` naming the
-    chunk being served; renders not started are then cancelled.
+    returns chunk ``i``'s photos' bytes; ``forward(inputs)`` returns their probability maps (N,
+    size, size); ``draft(record)`` says whether the model input may come from a reduced decode (a
+    large photo). The inputs of the next ``ahead`` chunks are decoded while the model runs on one. A
+    photo already at the model's size comes back as its own model input and goes to be rendered as
+    that array, not as its bytes: it is decoded once. Workers get up to ``photos_per_task`` small
+    photos at a time (each task costs this process a round trip), and each large photo alone.
+    ``deliver(chunk, position, rendered)`` is called in this thread, in the chunks' order, as
+    outputs come back. At most about two chunks' and two rounds of the workers' renders wait, so
+    memory is bounded by the chunk size and the number of workers, not by the batch. A worker's
+    error (an undecodable photo) is raised here, and a worker that died (out of memory) as a
+    ``RuntimeError`` naming the chunk being served; renders not started are then cancelled.
     """
     add = add_seconds or (lambda name, seconds: None)
     clock = time.perf_counter
@@ -286,8 +286,9 @@ def serve_in_processes(
                 made, whole, seconds = future.result()
                 add("read_decode", seconds)
                 inputs.extend(made)
-                for offset in (offset for offset, is_whole in enumerate(whole) if is_whole):
-                    photos[a + offset] = made[offset]
+                for offset, is_whole in enumerate(whole):
+                    if is_whole:
+                        photos[a + offset] = made[offset]
             t0 = clock()
             probs = forward(inputs)
             add("forward", clock() - t0)
